@@ -1,0 +1,158 @@
+"""Settings: read once from a mapping (``Settings.from_env(os.environ)``), passed explicitly.
+
+Tests build Settings from a plain dict; nothing in jankycron reads ``os.environ`` on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
+
+DEFAULTS = {
+    "JANKYCRON_JOBS_PATH": "./jobs",
+    "JANKYCRON_BROKER_URL": "redis://localhost:6379/0",
+    "JANKYCRON_STORE_URL": "file://./var/store",
+    "JANKYCRON_WAREHOUSE_URL": "duckdb:///./var/warehouse.duckdb",
+    "JANKYCRON_STATE_URL": "sqlite:///./var/state.db",
+    "JANKYCRON_STATEMENT_TIMEOUT": "15m",
+    "JANKYCRON_PART_SIZE": "64MB",
+}
+
+STORE_SCHEMES = ("s3", "file")
+WAREHOUSE_SCHEMES = ("postgresql", "postgres", "duckdb", "redshift")
+STATE_SCHEMES = ("postgresql", "postgres", "sqlite")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|mb|gb)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, None: 1}
+
+
+def parse_duration(value: str | int | float, what: str = "duration") -> float:
+    """``"30m"`` -> 1800.0 seconds; plain numbers are seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ConfigError(f"{what}: {value!r} is not a duration such as 90s, 30m, 2h")
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if seconds <= 0:
+        raise ConfigError(f"{what}: must be positive, got {value!r}")
+    return seconds
+
+
+def parse_size(value: str, what: str = "size") -> int:
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ConfigError(f"{what}: {value!r} is not a size such as 512KB or 64MB")
+    size = int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower() or None]
+    if size < 1024:
+        raise ConfigError(f"{what}: must be at least 1KB, got {value!r}")
+    return size
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe for logs and error messages)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _check_scheme(name: str, url: str, schemes: tuple[str, ...]) -> str:
+    scheme = urlsplit(url).scheme
+    if scheme not in schemes:
+        allowed = ", ".join(f"{s}://" for s in schemes)
+        raise ConfigError(f"{name}={redact(url)!s}: expected one of {allowed}")
+    return url
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    jobs_path: Path
+    broker_url: str
+    store_url: str
+    warehouse_url: str
+    state_url: str
+    statement_timeout: float  # seconds, applied to every warehouse session
+    part_size: int  # bytes of NDJSON before a staged part is rotated
+    aws_endpoint_url: str | None = None
+    aws_region: str | None = None
+    # Credentials are optional: without them boto3 uses its standard chain (instance role...).
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
+    sentry_dsn: str | None = field(default=None, repr=False)
+    redshift_iam_role: str | None = None
+    maintenance_window: str | None = None
+    segment_secret: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping; unset keys take the embedded defaults."""
+
+        def get(name: str) -> str:
+            value = environ.get(name)
+            return value if value not in (None, "") else DEFAULTS[name]
+
+        def opt(name: str) -> str | None:
+            return environ.get(name) or None
+
+        return cls(
+            jobs_path=Path(get("JANKYCRON_JOBS_PATH")),
+            broker_url=get("JANKYCRON_BROKER_URL"),
+            store_url=_check_scheme(
+                "JANKYCRON_STORE_URL", get("JANKYCRON_STORE_URL"), STORE_SCHEMES
+            ),
+            warehouse_url=_check_scheme(
+                "JANKYCRON_WAREHOUSE_URL", get("JANKYCRON_WAREHOUSE_URL"), WAREHOUSE_SCHEMES
+            ),
+            state_url=_check_scheme(
+                "JANKYCRON_STATE_URL", get("JANKYCRON_STATE_URL"), STATE_SCHEMES
+            ),
+            statement_timeout=parse_duration(
+                get("JANKYCRON_STATEMENT_TIMEOUT"), "JANKYCRON_STATEMENT_TIMEOUT"
+            ),
+            part_size=parse_size(get("JANKYCRON_PART_SIZE"), "JANKYCRON_PART_SIZE"),
+            aws_endpoint_url=opt("AWS_ENDPOINT_URL_S3") or opt("AWS_ENDPOINT_URL"),
+            aws_region=opt("AWS_REGION") or opt("AWS_DEFAULT_REGION"),
+            aws_access_key_id=opt("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=opt("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=opt("AWS_SESSION_TOKEN"),
+            sentry_dsn=opt("SENTRY_DSN"),
+            redshift_iam_role=opt("JANKYCRON_REDSHIFT_IAM_ROLE"),
+            maintenance_window=opt("JANKYCRON_MAINTENANCE_WINDOW"),
+            segment_secret=opt("JANKYCRON_SEGMENT_SECRET"),
+        )
+
+    def __repr__(self) -> str:
+        """Safe to log: passwords in URLs are redacted, secret fields are left out."""
+        shown = []
+        for f in fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, str) and "://" in value:
+                value = redact(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    def secrets(self) -> list[str]:
+        """Every secret value held, so that output can be scrubbed of them."""
+        values = [self.aws_secret_access_key, self.aws_session_token, self.sentry_dsn,
+                  self.segment_secret]
+        for url in (self.store_url, self.warehouse_url, self.state_url, self.broker_url):
+            password = urlsplit(url).password
+            values.append(password)
+        return [v for v in values if v]

@@ -1,0 +1,67 @@
+"""One rooted exception tree.
+
+Every error jankycron raises on purpose is a ``JankycronError``. Two branches decide what
+happens next: a ``TransientError`` means "try again later, nothing is lost" (a warehouse that
+is down, a 503, a rate limit); a ``TerminalError`` means retrying will not help (a job bug, a
+bad configuration). ``SkipRun`` is control flow a job may raise: nothing to do, not a failure.
+
+The CLI prints ``str(error)`` of a ``JankycronError`` as one line and exits non-zero; only
+unexpected exceptions get a traceback. Messages never contain secrets: URLs are redacted with
+``config.redact`` before they are put in a message.
+"""
+
+from __future__ import annotations
+
+
+class JankycronError(Exception):
+    """Root of every error jankycron raises on purpose."""
+
+
+class TransientError(JankycronError):
+    """Retry me: the cause is expected to go away (network, 5xx, rate limit, maintenance).
+
+    A job may raise it too::
+
+        if resp.status_code == 503:
+            raise TransientError("provider is down for maintenance")
+    """
+
+
+class TerminalError(JankycronError):
+    """Retrying will not help; the run fails and alerts."""
+
+
+class SkipRun(JankycronError):  # noqa: N818 - control flow, named like huey's CancelExecution
+    """Raised by a job when there is nothing to do for this interval; the run is 'skipped'."""
+
+
+class ConfigError(TerminalError):
+    """A setting is missing or malformed."""
+
+
+class JobDefinitionError(TerminalError):
+    """A job file or an ``@job(...)`` call is malformed."""
+
+
+class UnknownJob(TerminalError):  # noqa: N818
+    """No job of that name was discovered."""
+
+
+class StoreError(JankycronError):
+    """The object store (S3 or a local folder) failed."""
+
+
+class StoreUnavailable(StoreError, TransientError):
+    """The object store could not be reached; staged data stays where it is."""
+
+
+class WarehouseError(JankycronError):
+    """The warehouse refused a statement for a reason that retrying will not fix."""
+
+
+class WarehouseUnavailable(WarehouseError, TransientError):
+    """The warehouse could not be reached or timed out; pending batches stay pending."""
+
+
+class TableNotFound(WarehouseError, TerminalError):
+    """The target table does not exist (tables are created by migrations, not the loader)."""

@@ -1,0 +1,370 @@
+"""The ledger: runs, staged batches, job state and the dead-letter index.
+
+SQLite (embedded default) or PostgreSQL, chosen by ``JANKYCRON_STATE_URL``. Times are stored
+as ISO 8601 UTC text (``2026-11-25T04:00:00Z``), which sorts and reads the same on both.
+
+A batch is pending until the loader has merged it (``loaded``) or a newer batch of the same
+job, interval and table replaced it (``superseded``). A run's row counts are the sum of its
+batches', so a run whose load failed shows ``staged`` until a later load finishes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .config import Settings, redact
+from .errors import ConfigError, TransientError
+from .schedule import Interval, fmt
+
+log = logging.getLogger(__name__)
+
+
+class RunStatus:
+    RUNNING = "running"
+    STAGED = "staged"  # extracted and staged; waiting for (or retrying) the load
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    SUPERSEDED = "superseded"  # a newer run of the same interval replaced this one's data
+
+
+class BatchStatus:
+    PENDING = "pending"
+    LOADED = "loaded"
+    SUPERSEDED = "superseded"
+
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS jc_runs (
+        id TEXT PRIMARY KEY, job TEXT NOT NULL, interval_start TEXT NOT NULL,
+        interval_end TEXT NOT NULL, status TEXT NOT NULL,
+        rows_extracted INTEGER NOT NULL DEFAULT 0, rows_staged INTEGER NOT NULL DEFAULT 0,
+        rows_loaded INTEGER NOT NULL DEFAULT 0, rows_rejected INTEGER NOT NULL DEFAULT 0,
+        dropped_keys TEXT, started_at TEXT NOT NULL, finished_at TEXT, error TEXT)""",
+    "CREATE INDEX IF NOT EXISTS jc_runs_job ON jc_runs (job, interval_start)",
+    """CREATE TABLE IF NOT EXISTS jc_batches (
+        id TEXT PRIMARY KEY, run_id TEXT NOT NULL, job TEXT NOT NULL, table_name TEXT NOT NULL,
+        interval_start TEXT NOT NULL, interval_end TEXT NOT NULL, manifest_key TEXT NOT NULL,
+        rows INTEGER NOT NULL, key_counts TEXT NOT NULL, status TEXT NOT NULL,
+        created_at TEXT NOT NULL, loaded_at TEXT, rows_loaded INTEGER NOT NULL DEFAULT 0,
+        rows_rejected INTEGER NOT NULL DEFAULT 0, dropped_keys TEXT, load_error TEXT)""",
+    "CREATE INDEX IF NOT EXISTS jc_batches_pending ON jc_batches (table_name, status)",
+    """CREATE TABLE IF NOT EXISTS jc_job_state (
+        job TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS jc_deadletters (
+        batch_id TEXT NOT NULL, phase TEXT NOT NULL, line INTEGER NOT NULL,
+        table_name TEXT NOT NULL, job TEXT NOT NULL, run_id TEXT NOT NULL,
+        reason TEXT NOT NULL, record TEXT NOT NULL, object_key TEXT NOT NULL,
+        created_at TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'open',
+        PRIMARY KEY (batch_id, phase, line))""",
+]
+
+
+def now() -> str:
+    return fmt(datetime.now(UTC))
+
+
+def new_run_id() -> str:
+    """Sortable by start time: ``20261126T114512Z-3fa2c1``."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+@dataclass(frozen=True)
+class Batch:
+    id: str
+    run_id: str
+    job: str
+    table: str
+    interval: Interval
+    manifest_key: str
+    rows: int
+    key_counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    batch_id: str
+    phase: str  # "stage": could not be encoded; "load": the warehouse refused it
+    line: int  # the record's line in the batch (load) or its position in the job's output
+    table: str
+    job: str
+    run_id: str
+    reason: str
+    record: str
+    object_key: str
+
+
+def _iso(t: str) -> datetime:
+    return datetime.fromisoformat(t.replace("Z", "+00:00"))
+
+
+class Ledger:
+    def __init__(self, url: str):
+        self.url = url
+        parts = urlsplit(url)
+        self.kind = "sqlite" if parts.scheme == "sqlite" else "postgresql"
+        try:
+            if self.kind == "sqlite":
+                path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+                if path is None or not str(path):
+                    raise ConfigError("JANKYCRON_STATE_URL must look like sqlite:///path/state.db")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA busy_timeout=30000")
+            else:
+                import psycopg2
+
+                self.conn = psycopg2.connect(url.replace("postgres://", "postgresql://", 1),
+                                             connect_timeout=10)
+                self.conn.autocommit = True
+        except (sqlite3.Error, OSError) as e:
+            raise ConfigError(f"cannot open the ledger {redact(url)}: {e}") from None
+        except Exception as e:  # psycopg2.OperationalError: server down, bad database
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TransientError(f"ledger {redact(url)} is unreachable: {first}") from None
+        with self.transaction() as cur:
+            for stmt in SCHEMA:
+                cur.execute(stmt)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Ledger:
+        return cls(settings.state_url)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ---------------------------------------------------------------- plumbing
+    def _sql(self, sql: str) -> str:
+        return sql if self.kind == "sqlite" else sql.replace("?", "%s")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE" if self.kind == "sqlite" else "BEGIN")
+        try:
+            yield _Cursor(cur, self._sql)
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        cur = self.conn.cursor()
+        cur.execute(self._sql(sql), tuple(args))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def _exec(self, sql: str, args: Iterable[Any] = ()) -> None:
+        self.conn.cursor().execute(self._sql(sql), tuple(args))
+
+    # ---------------------------------------------------------------- runs
+    def start_run(self, job: str, interval: Interval) -> str:
+        run_id = new_run_id()
+        self._exec(
+            "INSERT INTO jc_runs (id, job, interval_start, interval_end, status, started_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, job, fmt(interval.start), fmt(interval.end), RunStatus.RUNNING, now()),
+        )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, *, error: str | None = None,
+                   rows_extracted: int | None = None, rows_staged: int | None = None,
+                   rows_rejected: int | None = None) -> None:
+        sets, args = ["status = ?", "error = ?"], [status, error]
+        for name, value in (("rows_extracted", rows_extracted), ("rows_staged", rows_staged),
+                            ("rows_rejected", rows_rejected)):
+            if value is not None:
+                sets.append(f"{name} = ?")
+                args.append(value)
+        if status != RunStatus.STAGED:
+            sets.append("finished_at = ?")
+            args.append(now())
+        self._exec(f"UPDATE jc_runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        rows = self._rows("SELECT * FROM jc_runs WHERE id = ?", (run_id,))
+        return _run_out(rows[0])
+
+    def history(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        where, args = ("WHERE job = ?", [job]) if job else ("", [])
+        rows = self._rows(
+            f"SELECT * FROM jc_runs {where} ORDER BY started_at DESC, id DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [_run_out(r) for r in rows]
+
+    def last_runs(self) -> dict[str, dict[str, Any]]:
+        """The newest run of every job."""
+        rows = self._rows(
+            "SELECT r.* FROM jc_runs r JOIN (SELECT job, MAX(id) AS id FROM jc_runs GROUP BY job)"
+            " m ON m.id = r.id"
+        )
+        return {r["job"]: _run_out(r) for r in rows}
+
+    # ---------------------------------------------------------------- state
+    def get_state(self, job: str) -> dict[str, Any]:
+        rows = self._rows("SELECT state FROM jc_job_state WHERE job = ?", (job,))
+        return json.loads(rows[0]["state"]) if rows else {}
+
+    def save_state(self, job: str, state: dict[str, Any]) -> None:
+        try:
+            text = json.dumps(state, sort_keys=True, default=str)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"job {job}: run.state must be JSON-able: {e}") from None
+        self._exec(
+            "INSERT INTO jc_job_state (job, state, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (job) DO UPDATE SET state = excluded.state, "
+            "updated_at = excluded.updated_at",
+            (job, text, now()),
+        )
+
+    # ---------------------------------------------------------------- batches
+    def add_batch(self, run_id: str, job: str, interval: Interval, table: str,
+                  manifest_key: str, rows: int, key_counts: dict[str, int]) -> str:
+        batch_id = f"{run_id}.{table}"
+        self._exec(
+            "INSERT INTO jc_batches (id, run_id, job, table_name, interval_start, interval_end,"
+            " manifest_key, rows, key_counts, status, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (batch_id, run_id, job, table, fmt(interval.start), fmt(interval.end), manifest_key,
+             rows, json.dumps(key_counts, sort_keys=True), BatchStatus.PENDING, now()),
+        )
+        return batch_id
+
+    def pending_batches(self, table: str | None = None) -> list[Batch]:
+        where, args = ("AND table_name = ?", [table]) if table else ("", [])
+        rows = self._rows(
+            f"SELECT * FROM jc_batches WHERE status = ? {where} "
+            "ORDER BY table_name, interval_start, id",
+            (BatchStatus.PENDING, *args),
+        )
+        return [
+            Batch(r["id"], r["run_id"], r["job"], r["table_name"],
+                  Interval(_iso(r["interval_start"]), _iso(r["interval_end"])),
+                  r["manifest_key"], r["rows"], json.loads(r["key_counts"]))
+            for r in rows
+        ]
+
+    def batches_done(self, outcomes: dict[str, tuple[str, int, int, dict[str, int]]]) -> None:
+        """Record the load outcome per batch and roll the counts up into the runs.
+
+        ``outcomes``: batch id -> (status, rows loaded, rows rejected, dropped keys).
+        """
+        at = now()
+        with self.transaction() as cur:
+            for bid, (status, loaded, rejected, dropped) in outcomes.items():
+                cur.execute(
+                    "UPDATE jc_batches SET status = ?, loaded_at = ?, rows_loaded = ?, "
+                    "rows_rejected = ?, dropped_keys = ?, load_error = NULL WHERE id = ?",
+                    (status, at, loaded, rejected, json.dumps(dropped, sort_keys=True), bid),
+                )
+                if status == BatchStatus.LOADED:
+                    # A rerun's dead letters replace those of older runs of the same interval:
+                    # the same bad record is listed once, from the newest extraction.
+                    cur.execute(
+                        "UPDATE jc_deadletters SET status = 'superseded' WHERE status = 'open' "
+                        "AND batch_id IN (SELECT o.id FROM jc_batches o JOIN jc_batches b ON "
+                        "o.job = b.job AND o.table_name = b.table_name AND o.interval_start = "
+                        "b.interval_start AND o.interval_end = b.interval_end AND o.id < b.id "
+                        "WHERE b.id = ?)", (bid,))
+            run_ids = {bid.rsplit(".", 1)[0] for bid in outcomes}
+            for run_id in sorted(run_ids):
+                self._roll_up(cur, run_id, at)
+
+    def _roll_up(self, cur: _Cursor, run_id: str, at: str) -> None:
+        cur.execute("SELECT status, rows_loaded, rows_rejected, dropped_keys FROM jc_batches "
+                    "WHERE run_id = ?", (run_id,))
+        batches = cur.fetchall()
+        cur.execute("SELECT COUNT(*) FROM jc_deadletters WHERE run_id = ? AND phase = 'stage'",
+                    (run_id,))
+        stage_rejects = cur.fetchone()[0]
+        loaded = sum(b[1] for b in batches)
+        rejected = stage_rejects + sum(b[2] for b in batches)
+        dropped: dict[str, int] = {}
+        for b in batches:
+            for k, n in json.loads(b[3] or "{}").items():
+                dropped[k] = dropped.get(k, 0) + n
+        statuses = {b[0] for b in batches}
+        if BatchStatus.PENDING in statuses:
+            return
+        status = RunStatus.SUPERSEDED if statuses == {BatchStatus.SUPERSEDED} else \
+            RunStatus.SUCCESS
+        cur.execute(
+            "UPDATE jc_runs SET status = ?, rows_loaded = ?, rows_rejected = ?, dropped_keys = ?,"
+            " finished_at = ?, error = NULL WHERE id = ? AND status = ?",
+            (status, loaded, rejected, json.dumps(dropped, sort_keys=True), at, run_id,
+             RunStatus.STAGED),
+        )
+
+    # ---------------------------------------------------------------- dead letters
+    def add_deadletters(self, letters: Iterable[DeadLetter]) -> None:
+        at = now()
+        with self.transaction() as cur:
+            for d in letters:
+                cur.execute(
+                    "INSERT INTO jc_deadletters (batch_id, phase, line, table_name, job, run_id,"
+                    " reason, record, object_key, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT (batch_id, phase, line) DO UPDATE SET reason = excluded.reason",
+                    (d.batch_id, d.phase, d.line, d.table, d.job, d.run_id, d.reason, d.record,
+                     d.object_key, at),
+                )
+
+    def deadletters(self, table: str | None = None, run_id: str | None = None,
+                    limit: int = 1000) -> list[dict[str, Any]]:
+        """Open dead letters (not superseded by a newer run of the same interval), newest first."""
+        where, args = ["status = 'open'"], []
+        for column, value in (("table_name", table), ("run_id", run_id)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        rows = self._rows(
+            f"SELECT * FROM jc_deadletters WHERE {' AND '.join(where)} "
+            "ORDER BY created_at DESC, batch_id, line LIMIT ?",
+            (*args, limit),
+        )
+        return [
+            {"table": r["table_name"], "job": r["job"], "run_id": r["run_id"],
+             "batch_id": r["batch_id"], "line": r["line"], "phase": r["phase"],
+             "reason": r["reason"], "record": r["record"], "object_key": r["object_key"],
+             "created_at": r["created_at"]}
+            for r in rows
+        ]
+
+
+class _Cursor:
+    """A cursor that takes ``?`` placeholders on both backends."""
+
+    def __init__(self, cur: Any, translate: Any):
+        self._cur, self._translate = cur, translate
+
+    def execute(self, sql: str, args: Iterable[Any] = ()) -> None:
+        self._cur.execute(self._translate(sql), tuple(args))
+
+    def fetchall(self) -> list[tuple]:
+        return self._cur.fetchall()
+
+    def fetchone(self) -> tuple:
+        return self._cur.fetchone()
+
+
+def _run_out(r: dict[str, Any]) -> dict[str, Any]:
+    """A run as the CLI and ``history --json`` show it."""
+    return {
+        "run_id": r["id"], "job": r["job"], "start": r["interval_start"],
+        "end": r["interval_end"], "status": r["status"],
+        "rows_extracted": r["rows_extracted"], "rows_staged": r["rows_staged"],
+        "rows_loaded": r["rows_loaded"], "rows_rejected": r["rows_rejected"],
+        "dropped_keys": json.loads(r["dropped_keys"] or "{}"),
+        "started_at": r["started_at"], "finished_at": r["finished_at"], "error": r["error"],
+    }

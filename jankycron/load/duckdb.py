@@ -1,0 +1,225 @@
+"""DuckDB warehouse: the embedded default (``duckdb:///./var/warehouse.duckdb``).
+
+DuckDB has no statement timeout setting, so each statement runs under a watchdog that
+interrupts it after ``JANKYCRON_STATEMENT_TIMEOUT``. Differences from PostgreSQL/Redshift that
+show in data: DuckDB does not enforce VARCHAR(n) lengths (neither does this backend), and a
+table's CHECK constraints are enforced at merge time only (a CHECK violation fails the load
+rather than dead-lettering the record). Only one process may open the file for writing: a
+second loader gets "warehouse busy" and retries later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ..errors import ConfigError, TableNotFound, WarehouseError, WarehouseUnavailable
+from .warehouse import (
+    LOADS_DDL,
+    LOADS_TABLE,
+    AlreadyLoaded,
+    Column,
+    Loaded,
+    Session,
+    Warehouse,
+    clean_reason,
+    quote_ident,
+)
+
+_DATA = (duckdb.ConversionException, duckdb.ConstraintException, duckdb.InvalidInputException,
+         duckdb.OutOfRangeException)
+
+
+class DuckDBWarehouse(Warehouse):
+    name = "duckdb"
+
+    def __init__(self, url: str, statement_timeout: float):
+        raw = url[len("duckdb://"):]
+        path = raw[1:] if raw.startswith("/") else raw  # duckdb:///./x -> ./x, duckdb:////abs
+        if not path:
+            raise ConfigError("JANKYCRON_WAREHOUSE_URL=duckdb:/// needs a file path")
+        self.path = path if path == ":memory:" else str(Path(path))
+        self.shown = f"duckdb:///{self.path}"
+        self.timeout = statement_timeout
+        self._conn: Any = None
+
+    @property
+    def conn(self) -> Any:
+        if self._conn is None:
+            with self.errors("open"):
+                if self.path != ":memory:":
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                self._conn = duckdb.connect(self.path)
+                self._conn.execute("SET TimeZone = 'UTC'")
+        return self._conn
+
+    @contextlib.contextmanager
+    def errors(self, what: str) -> Iterator[None]:
+        """The one place DuckDB errors become jankycron errors."""
+        try:
+            yield
+        except duckdb.CatalogException as e:
+            raise TableNotFound(f"{what}: {clean_reason(str(e))} in {self.shown}") from None
+        except (duckdb.IOException, duckdb.InterruptException) as e:
+            # IOException: another process holds the file's write lock.
+            raise WarehouseUnavailable(f"warehouse {self.shown} busy or timed out ({what}): "
+                                       f"{clean_reason(str(e))}") from None
+        except duckdb.Error as e:
+            raise WarehouseError(f"warehouse {self.shown}: {what}: {clean_reason(str(e))}") \
+                from None
+
+    def execute(self, sql: str, args: Iterable[Any] = ()) -> Any:
+        """Run one statement under the statement-timeout watchdog."""
+        conn = self.conn
+        timer = threading.Timer(self.timeout, conn.interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            return conn.execute(sql, list(args))
+        finally:
+            timer.cancel()
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self.errors("query"):
+            return self.execute(sql, args).fetchall()
+
+    def execute_script(self, sql: str) -> None:
+        with self.errors("execute"):
+            self.execute("BEGIN")
+            try:
+                self.execute(sql)
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.execute("COMMIT")
+
+    def columns(self, table: str) -> list[Column]:
+        rows = self.query(
+            "SELECT column_name, data_type, is_nullable = 'YES', character_maximum_length"
+            " FROM information_schema.columns WHERE table_name = ? AND table_schema ="
+            " current_schema() ORDER BY ordinal_position", (table,))
+        if not rows:
+            raise TableNotFound(f"table {table} does not exist in {self.shown} "
+                                "(tables are created by migrations: `jankycron migrate`)")
+        return [Column(*r) for r in rows]
+
+    def session(self, table: str, columns: list[Column], key: tuple[str, ...]) -> DuckDBSession:
+        return DuckDBSession(self, table, columns, key)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class DuckDBSession(Session):
+    def __init__(self, wh: DuckDBWarehouse, table: str, columns: list[Column],
+                 key: tuple[str, ...]):
+        super().__init__(table, columns, key)
+        self.wh = wh
+        self.count = 0
+        defs = ", ".join(
+            f"{quote_ident(c.name)} {c.type_sql}"
+            + (" NOT NULL" if not c.nullable or c.name in key else "")
+            for c in columns
+        )
+        with wh.errors("prepare load"):
+            wh.execute(LOADS_DDL)
+            wh.execute("DROP TABLE IF EXISTS temp.raw")
+            wh.execute("DROP TABLE IF EXISTS temp.stage")
+            wh.execute("CREATE TEMP TABLE raw (n BIGINT, doc JSON)")
+            wh.execute(f"CREATE TEMP TABLE stage (n BIGINT, {defs})")
+
+    def regex_sql(self, text: str, pattern: str) -> str:
+        return f"regexp_full_match({text}, '{pattern}')"
+
+    def json_sql(self, doc: str, col: Column) -> str:
+        value = f"({doc} -> '{col.name}')"
+        return f"CASE WHEN json_type({value}) = 'NULL' THEN NULL ELSE {value} END"
+
+    def timestamp_utc_sql(self, text: str) -> str:
+        return f"timezone('UTC', CAST({text} AS TIMESTAMPTZ))"
+
+    def add_lines(self, lines: Iterable[bytes]) -> int:
+        # DuckDB reads files fastest; wrapping each line keeps its number next to it.
+        fd, path = tempfile.mkstemp(prefix="jankycron-raw-", suffix=".ndjson")
+        start = self.count
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for line in lines:
+                    self.count += 1
+                    f.write(b'{"n":%d,"doc":%s}\n' % (self.count, line.rstrip(b"\n")))
+            with self.wh.errors("read staged lines"):
+                self.wh.execute(
+                    "INSERT INTO raw SELECT n, doc FROM read_json(?, format = 'newline_delimited',"
+                    " columns = {n: 'BIGINT', doc: 'JSON'}, maximum_object_size = 67108864)",
+                    (path,))
+        finally:
+            os.unlink(path)
+        return self.count - start
+
+    def validate(self, lo: int, hi: int) -> str | None:
+        with self.wh.errors("validate"):
+            try:
+                self.wh.execute(f"INSERT INTO stage {self.select_sql(lo, hi)}")
+            except _DATA as e:
+                return clean_reason(str(e))
+        return None
+
+    def probe_value(self, n: int, col: Column) -> tuple[str | None, Any]:
+        with self.wh.errors("probe"):
+            try:
+                row = self.wh.execute(
+                    f"SELECT {self.value_sql(col)} FROM (SELECT doc AS j FROM raw WHERE n = ?) r",
+                    (n,)).fetchone()
+            except _DATA as e:
+                return clean_reason(str(e)), None
+        return None, row[0]
+
+    def raw_lines(self, ns: Iterable[int]) -> dict[int, str]:
+        with self.wh.errors("query"):
+            rows = self.wh.execute("SELECT n, CAST(doc AS VARCHAR) FROM raw WHERE list_contains("
+                                   "?, n)", (list(ns),)).fetchall()
+        return dict(rows)
+
+    def stage_count(self) -> int:
+        with self.wh.errors("query"):
+            return self.wh.execute("SELECT COUNT(*) FROM stage").fetchone()[0]
+
+    def already_loaded(self, batch_ids: list[str]) -> list[Loaded]:
+        with self.wh.errors("query"):
+            rows = self.wh.execute(
+                f"SELECT batch_id, rows_loaded, rows_rejected FROM {LOADS_TABLE} "
+                "WHERE list_contains(?, batch_id)", (batch_ids,)).fetchall()
+        return [Loaded(*r) for r in rows]
+
+    def merge(self, done: list[Loaded], dropped_keys: str) -> None:
+        with self.wh.errors("merge"):
+            self.wh.execute("BEGIN")
+            try:
+                raced = self.already_loaded([d.batch_id for d in done])
+                if raced:
+                    raise AlreadyLoaded(raced)
+                for stmt in self.merge_sql():
+                    self.wh.execute(stmt)
+                for d in done:
+                    self.wh.execute(
+                        f"INSERT INTO {LOADS_TABLE} VALUES (?, ?, ?, ?, ?, "
+                        "CAST(now() AT TIME ZONE 'UTC' AS TIMESTAMP))",
+                        (d.batch_id, self.table, d.rows_loaded, d.rows_rejected, dropped_keys))
+            except BaseException:
+                self.wh.conn.execute("ROLLBACK")
+                raise
+            self.wh.execute("COMMIT")
+
+    def close(self) -> None:
+        with contextlib.suppress(duckdb.Error):
+            self.wh.execute("DROP TABLE IF EXISTS temp.raw")
+            self.wh.execute("DROP TABLE IF EXISTS temp.stage")

@@ -1,0 +1,267 @@
+"""PostgreSQL warehouse (psycopg2).
+
+Staged lines are streamed into ``raw`` with one ``COPY ... FROM STDIN`` per part: the NDJSON
+line is passed through untouched as CSV with delimiter and quote bytes that JSON never contains
+unescaped (0x02, 0x01), so Python neither parses nor re-encodes a record; PostgreSQL parses the
+JSON during validation. Every session sets ``statement_timeout`` and ``TimeZone=UTC``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+
+from ..config import redact
+from ..errors import TableNotFound, WarehouseError, WarehouseUnavailable
+from .warehouse import (
+    LOADS_DDL,
+    LOADS_TABLE,
+    AlreadyLoaded,
+    Column,
+    Loaded,
+    Session,
+    Warehouse,
+    clean_reason,
+    quote_ident,
+)
+
+_COPY_RAW = "COPY raw (doc) FROM STDIN WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')"
+
+# Errors that say "try again later"; everything else is a refusal.
+_TRANSIENT = (
+    psycopg2.OperationalError,  # connection refused / lost, statement timeout (QueryCanceled)
+    psycopg2.errors.SerializationFailure,
+    psycopg2.errors.DeadlockDetected,
+    psycopg2.errors.LockNotAvailable,
+    psycopg2.errors.AdminShutdown,
+)
+# Errors a bad record causes: the line is a dead letter, the load goes on.
+_DATA = (psycopg2.DataError, psycopg2.IntegrityError)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class PostgresWarehouse(Warehouse):
+    name = "postgresql"
+
+    def __init__(self, url: str, statement_timeout: float):
+        self.url = url.replace("postgres://", "postgresql://", 1)
+        self.shown = redact(self.url)
+        self.timeout_ms = int(statement_timeout * 1000)
+        self._conn: Any = None
+
+    @contextlib.contextmanager
+    def errors(self, what: str) -> Iterator[None]:
+        """The one place psycopg2 errors become jankycron errors."""
+        try:
+            yield
+        except psycopg2.errors.UndefinedTable as e:
+            raise TableNotFound(f"{what}: {_first_line(e)} in {self.shown}") from None
+        except _TRANSIENT as e:
+            raise WarehouseUnavailable(f"warehouse {self.shown}: {what}: {_first_line(e)}") \
+                from None
+        except psycopg2.Error as e:
+            raise WarehouseError(f"warehouse {self.shown}: {what}: {_first_line(e)}") from None
+
+    def connect(self) -> Any:
+        with self.errors("connect"):
+            conn = psycopg2.connect(
+                self.url, connect_timeout=10,
+                options=f"-c statement_timeout={self.timeout_ms} -c TimeZone=UTC",
+            )
+        conn.autocommit = True
+        return conn
+
+    @property
+    def conn(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._conn = self.connect()
+        return self._conn
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self.errors("query"), self.conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall() if cur.description else []
+
+    def execute_script(self, sql: str) -> None:
+        with self.errors("execute"), self.conn.cursor() as cur:
+            cur.execute("BEGIN")
+            try:
+                cur.execute(sql)
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def columns(self, table: str) -> list[Column]:
+        # to_regclass follows search_path the way the loader's own statements will.
+        rows = self.query(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,"
+            " information_schema._pg_char_max_length(a.atttypid, a.atttypmod)"
+            " FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0"
+            " AND NOT a.attisdropped ORDER BY a.attnum",
+            (quote_ident(table),),
+        )
+        if not rows:
+            raise TableNotFound(f"table {table} does not exist in {self.shown} "
+                                "(tables are created by migrations: `jankycron migrate`)")
+        return [Column(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def session(self, table: str, columns: list[Column], key: tuple[str, ...]) -> PostgresSession:
+        return PostgresSession(self, table, columns, key)
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+
+
+class PostgresSession(Session):
+    def __init__(self, wh: PostgresWarehouse, table: str, columns: list[Column],
+                 key: tuple[str, ...]):
+        super().__init__(table, columns, key)
+        self.wh = wh
+        self.conn = wh.connect()  # its own connection: temp tables live as long as the session
+        t = quote_ident(table)
+        with self.wh.errors("prepare load"), self.conn.cursor() as cur:
+            if not self._loads_table_exists(cur):
+                with contextlib.suppress(psycopg2.errors.UniqueViolation):  # a racing loader
+                    cur.execute(LOADS_DDL)
+            cur.execute("DROP TABLE IF EXISTS pg_temp.raw, pg_temp.stage")
+            cur.execute("CREATE TEMP TABLE raw (n bigint GENERATED ALWAYS AS IDENTITY, doc text)")
+            # LIKE copies the target's NOT NULL and CHECK rules, so validation enforces them.
+            cur.execute(f"CREATE TEMP TABLE stage (n bigint, LIKE {t} INCLUDING CONSTRAINTS)")
+            for k in key:
+                cur.execute(f"ALTER TABLE stage ALTER COLUMN {quote_ident(k)} SET NOT NULL")
+
+    @staticmethod
+    def _loads_table_exists(cur: Any) -> bool:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (LOADS_TABLE,))
+        return cur.fetchone()[0]
+
+    doc_sql = "CAST(doc AS jsonb)"
+
+    def regex_sql(self, text: str, pattern: str) -> str:
+        return f"({text} ~ '{pattern}')"
+
+    def json_sql(self, doc: str, col: Column) -> str:
+        return f"CAST(NULLIF({doc} -> '{col.name}', 'null'::jsonb) AS {col.type_sql})"
+
+    def timestamp_utc_sql(self, text: str) -> str:
+        return f"(CAST({text} AS timestamptz) AT TIME ZONE 'UTC')"
+
+    def add_lines(self, lines: Iterable[bytes]) -> int:
+        with self.wh.errors("copy staged lines"), self.conn.cursor() as cur:
+            cur.copy_expert(_COPY_RAW, _LineReader(lines), size=1 << 20)
+            return cur.rowcount
+
+    def _try(self, sql: str) -> str | None:
+        """Run one statement in its own transaction; a data error is returned, not raised."""
+        with self.wh.errors("validate"), self.conn.cursor() as cur:
+            try:
+                cur.execute(sql)
+            except _DATA as e:
+                return clean_reason(str(e))
+        return None
+
+    def validate(self, lo: int, hi: int) -> str | None:
+        return self._try(f"INSERT INTO stage {self.select_sql(lo, hi)}")
+
+    def probe_value(self, n: int, col: Column) -> tuple[str | None, Any]:
+        with self.wh.errors("probe"), self.conn.cursor() as cur:
+            try:
+                cur.execute(f"SELECT {self.value_sql(col)} FROM (SELECT {self.doc_sql} AS j "
+                            "FROM raw WHERE n = %s) r", (n,))
+            except _DATA as e:
+                return clean_reason(str(e)), None
+            return None, cur.fetchone()[0]
+
+    def raw_lines(self, ns: Iterable[int]) -> dict[int, str]:
+        rows = self._fetch("SELECT n, doc FROM raw WHERE n = ANY(%s)", (list(ns),))
+        return dict(rows)
+
+    def stage_count(self) -> int:
+        return self._fetch("SELECT COUNT(*) FROM stage")[0][0]
+
+    def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self.wh.errors("query"), self.conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+
+    def already_loaded(self, batch_ids: list[str]) -> list[Loaded]:
+        rows = self._fetch(
+            f"SELECT batch_id, rows_loaded, rows_rejected FROM {LOADS_TABLE} "
+            "WHERE batch_id = ANY(%s)", (batch_ids,))
+        return [Loaded(*r) for r in rows]
+
+    def merge(self, done: list[Loaded], dropped_keys: str) -> None:
+        t = quote_ident(self.table)
+        with self.wh.errors("merge"), self.conn.cursor() as cur:
+            cur.execute("BEGIN")
+            try:
+                # One merge per table at a time; readers are not blocked.
+                cur.execute(f"LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE")
+                cur.execute(f"SELECT batch_id, rows_loaded, rows_rejected FROM {LOADS_TABLE} "
+                            "WHERE batch_id = ANY(%s)", ([d.batch_id for d in done],))
+                raced = [Loaded(*r) for r in cur.fetchall()]
+                if raced:
+                    raise AlreadyLoaded(raced)
+                for stmt in self.merge_sql():
+                    cur.execute(stmt)
+                cur.executemany(
+                    f"INSERT INTO {LOADS_TABLE} (batch_id, table_name, rows_loaded, "
+                    "rows_rejected, dropped_keys, loaded_at) VALUES (%s, %s, %s, %s, %s, "
+                    "now() AT TIME ZONE 'UTC')",
+                    [(d.batch_id, self.table, d.rows_loaded, d.rows_rejected, dropped_keys)
+                     for d in done],
+                )
+            except BaseException:
+                if not self.conn.closed:
+                    cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def close(self) -> None:
+        if not self.conn.closed:
+            self.conn.close()
+
+
+class _LineReader(io.RawIOBase):
+    """A file object over an iterator of byte lines, for ``copy_expert``."""
+
+    def __init__(self, lines: Iterable[bytes]):
+        self._it = iter(lines)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        size = len(buf)
+        chunks, total = [self._pending], len(self._pending)
+        while total < size:
+            try:
+                line = next(self._it)
+            except StopIteration:
+                break
+            chunks.append(line)
+            total += len(line)
+        data = b"".join(chunks)
+        out, self._pending = data[:size], data[size:]
+        buf[: len(out)] = out
+        return len(out)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return self._pending + b"".join(self._it)
+        ba = bytearray(size)
+        n = self.readinto(ba)
+        return bytes(ba[:n])

@@ -1,0 +1,224 @@
+"""What every warehouse backend provides to the loader core, and the SQL they share.
+
+A load works on two session-local tables:
+
+- ``raw``: one row per staged NDJSON line, numbered ``n`` in manifest order, as text;
+- ``stage``: the target's columns (with its NOT NULL and CHECK rules, plus NOT NULL on the merge
+  key) filled by *validation*: ``INSERT INTO stage SELECT n, <typed column expressions> FROM raw
+  WHERE n BETWEEN lo AND hi``. A range that fails is split by the core until each bad line is
+  isolated; the good ones stay in ``stage``.
+
+The merge then runs in one transaction: lock the target against other merges, delete the rows
+whose keys are in ``stage``, insert the newest ``stage`` row per key, and record the batch ids in
+``jankycron_loads`` (so a loader that crashed after COMMIT knows, on restart, what is done).
+
+Column expressions are strict on purpose: a decimal with more places than the column holds, a
+timestamp in a DATE column, or an over-long string is an error (a dead letter), never rounded,
+truncated or shifted. Timestamps with an offset are converted to UTC for ``timestamp`` columns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+LOADS_TABLE = "jankycron_loads"
+# What the warehouse has merged, written in the merge's own transaction.
+LOADS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {LOADS_TABLE} (batch_id varchar(200) PRIMARY KEY,"
+    " table_name varchar(127) NOT NULL, rows_loaded bigint NOT NULL,"
+    " rows_rejected bigint NOT NULL, dropped_keys varchar(4000), loaded_at timestamp NOT NULL)"
+)
+FAIL_MARK = "jankycron: "
+
+
+def clean_reason(message: str) -> str:
+    """A warehouse error as one line; our own strictness checks read as plain sentences."""
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    m = re.search(re.escape(FAIL_MARK) + r"(.*?)[\"'](?: to [^\"']*)?$", first)
+    return m.group(1) if m else first
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type_sql: str  # the type as the warehouse prints it: "numeric(10,2)", "VARCHAR", ...
+    nullable: bool
+    max_length: int | None = None  # characters (PostgreSQL) / bytes (Redshift); None: unbounded
+
+    @property
+    def base(self) -> str:
+        return re.sub(r"\(.*\)", "", self.type_sql).strip().lower()
+
+    @property
+    def scale(self) -> int | None:
+        m = re.match(r"^(?:numeric|decimal)\s*\(\s*\d+\s*,\s*(\d+)\s*\)", self.type_sql.lower())
+        return int(m.group(1)) if m else None
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass
+class Loaded:
+    """A batch the warehouse already has (from ``jankycron_loads``)."""
+
+    batch_id: str
+    rows_loaded: int
+    rows_rejected: int
+
+
+class Session:
+    """One loader connection working on one table. Subclasses implement the I/O."""
+
+    STRING_TYPES = ("character varying", "varchar", "character", "char", "text", "bpchar")
+    DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+
+    def __init__(self, table: str, columns: list[Column], key: tuple[str, ...]):
+        self.table, self.columns, self.key = table, columns, key
+
+    # ---- SQL shared by the backends ------------------------------------------------------
+    def value_sql(self, col: Column, doc: str = "j") -> str:
+        """The typed expression that reads ``col`` out of a JSON document ``doc``."""
+        text = f"({doc} ->> {quote_literal(col.name)})"
+        base = col.base
+        fail = self.fail_sql
+        if base in self.STRING_TYPES:
+            return text  # no cast: an explicit cast to varchar(n) would truncate silently
+        if base in ("json", "jsonb", "super"):
+            return self.json_sql(doc, col)
+        if base in ("numeric", "decimal") and col.scale is not None:
+            # Digits past the column's scale must all be zeros: 1.50 fits numeric(10,1), 1.55
+            # does not (a cast would round it).
+            exact = self.regex_sql(text, rf"^[-+]?[0-9]*(\.[0-9]{{0,{col.scale}}}0*)?$")
+            why = fail(f"'is not a decimal with at most {col.scale} places: ' || {text}", col)
+            return (f"CASE WHEN {text} IS NULL THEN NULL WHEN {exact} "
+                    f"THEN CAST({text} AS {col.type_sql}) ELSE {why} END")
+        if base == "date":
+            is_date = self.regex_sql(text, self.DATE_PATTERN)
+            why = fail(f"'is not a date (YYYY-MM-DD): ' || {text}", col)
+            return (f"CASE WHEN {text} IS NULL THEN NULL WHEN {is_date} "
+                    f"THEN CAST({text} AS DATE) ELSE {why} END")
+        if base in ("timestamp", "timestamp without time zone"):
+            return self.timestamp_utc_sql(text)
+        return f"CAST({text} AS {col.type_sql})"
+
+    def fail_sql(self, message_sql: str, col: Column) -> str:
+        """An expression that raises when evaluated, and only then: the cast of a message to
+        the column's type fails with the message in the warehouse's error text."""
+        return f"CAST({quote_literal(FAIL_MARK)} || {message_sql} AS {col.type_sql})"
+
+    def regex_sql(self, text: str, pattern: str) -> str:
+        raise NotImplementedError
+
+    def json_sql(self, doc: str, col: Column) -> str:
+        raise NotImplementedError
+
+    def timestamp_utc_sql(self, text: str) -> str:
+        raise NotImplementedError
+
+    def select_sql(self, lo: int, hi: int) -> str:
+        values = ", ".join(self.value_sql(c) for c in self.columns)
+        return (f"SELECT n, {values} FROM (SELECT n, {self.doc_sql} AS j FROM raw "
+                f"WHERE n BETWEEN {int(lo)} AND {int(hi)}) r")
+
+    doc_sql = "doc"
+
+    def merge_sql(self) -> list[str]:
+        t = quote_ident(self.table)
+        cols = ", ".join(quote_ident(c.name) for c in self.columns)
+        on = " AND ".join(f"{t}.{quote_ident(k)} = stage.{quote_ident(k)}" for k in self.key)
+        part = ", ".join(quote_ident(k) for k in self.key)
+        return [
+            f"DELETE FROM {t} USING stage WHERE {on}",
+            # The same key twice in the load: the later line (newer interval, later yield) wins.
+            f"INSERT INTO {t} ({cols}) SELECT {cols} FROM (SELECT *, ROW_NUMBER() OVER "
+            f"(PARTITION BY {part} ORDER BY n DESC) AS jc_rank FROM stage) s WHERE jc_rank = 1",
+        ]
+
+    # ---- what each backend implements ----------------------------------------------------
+    def add_lines(self, lines: Iterable[bytes]) -> int:
+        """Append NDJSON lines to ``raw``; returns how many were added."""
+        raise NotImplementedError
+
+    def validate(self, lo: int, hi: int) -> str | None:
+        """Insert raw lines lo..hi into ``stage``; on a data error keep nothing, return why."""
+        raise NotImplementedError
+
+    def probe(self, n: int) -> str | None:
+        """Why line ``n`` fails, naming the column, or None if no single column explains it."""
+        for col in self.columns:
+            error, value = self.probe_value(n, col)
+            if error:
+                return f"column {col.name}: {error}"
+            if value is None and (not col.nullable or col.name in self.key):
+                what = "merge key" if col.name in self.key else "NOT NULL column"
+                return f"column {col.name}: missing or null, but it is a {what}"
+            if isinstance(value, str) and col.max_length and len(value) > col.max_length:
+                return (f"column {col.name}: value of {len(value)} characters does not fit "
+                        f"{col.type_sql}")
+        return None
+
+    def probe_value(self, n: int, col: Column) -> tuple[str | None, Any]:
+        raise NotImplementedError
+
+    def raw_lines(self, ns: Iterable[int]) -> dict[int, str]:
+        raise NotImplementedError
+
+    def stage_count(self) -> int:
+        raise NotImplementedError
+
+    def already_loaded(self, batch_ids: list[str]) -> list[Loaded]:
+        raise NotImplementedError
+
+    def merge(self, done: list[Loaded], dropped_keys: str) -> None:
+        """Merge ``stage`` into the target and record ``done`` in one transaction.
+
+        Raises ``AlreadyLoaded`` (rolling back) if another loader recorded any of them first.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class AlreadyLoaded(Exception):  # noqa: N818 - internal control flow of the loader
+    def __init__(self, loaded: list[Loaded]):
+        super().__init__(", ".join(x.batch_id for x in loaded))
+        self.loaded = loaded
+
+
+class Warehouse:
+    """A warehouse connection factory: schema look-ups and load sessions."""
+
+    name: str
+
+    def columns(self, table: str) -> list[Column]:
+        raise NotImplementedError
+
+    def session(self, table: str, columns: list[Column], key: tuple[str, ...]) -> Session:
+        raise NotImplementedError
+
+    def execute_script(self, sql: str) -> None:
+        raise NotImplementedError
+
+    def query(self, sql: str) -> list[tuple]:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        self.query("SELECT 1")
+
+    def close(self) -> None:
+        pass
+
+
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

@@ -1,0 +1,168 @@
+"""One run of one job: extract -> stage -> record -> load. Plain Python; no Celery here.
+
+The order is what makes "drop nothing" hold:
+
+1. the job's records are written to the object store (parts, then the manifest);
+2. records that JSON cannot hold exactly are written to the dead-letter store;
+3. the batches are recorded in the ledger as pending and the job's state is saved;
+4. the loader merges the pending batches of each table.
+
+A crash before 3 leaves unreferenced objects and a run marked running (the run is redone); a
+failure in 4 leaves the batches pending for the next load, and the run shows ``staged``.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from . import deadletters
+from .config import Settings
+from .errors import JankycronError, SkipRun, TerminalError
+from .job import Job, Routed, Run
+from .ledger import DeadLetter, Ledger, RunStatus
+from .load import Loader, LoadResult, open_warehouse
+from .load.warehouse import Warehouse
+from .schedule import Interval
+from .staging import BatchWriter, RecordError, Store, batch_prefix, encode, open_store
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 100_000
+
+
+class Context:
+    """The connections a run needs, opened on first use and closed together."""
+
+    def __init__(self, settings: Settings, progress: Callable[[str], None] | None = None):
+        self.settings = settings
+        self.progress = progress or (lambda msg: log.info("%s", msg))
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        return Ledger.open(self.settings)
+
+    @cached_property
+    def store(self) -> Store:
+        return open_store(self.settings)
+
+    @cached_property
+    def warehouse(self) -> Warehouse:
+        return open_warehouse(self.settings)
+
+    @cached_property
+    def loader(self) -> Loader:
+        return Loader(self.settings, self.ledger, self.store, self.warehouse, self.progress)
+
+    def close(self) -> None:
+        for name in ("warehouse", "ledger"):
+            if name in self.__dict__:
+                self.__dict__.pop(name).close()
+
+
+def describe(exc: BaseException, job: Job | None = None) -> str:
+    """One line for the ledger and the CLI: the error and, for job bugs, where it happened."""
+    if isinstance(exc, JankycronError):
+        return str(exc)
+    where = ""
+    if job is not None and job.source_file:
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            if Path(frame.filename) == Path(job.source_file):
+                where = f" ({Path(frame.filename).name} line {frame.lineno})"
+                break
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _shown(record: Any) -> str:
+    """A rejected record as text for the dead-letter store, as close to the original as we can."""
+    try:
+        return repr(record)[:100_000]
+    except Exception:  # a record whose repr fails is still kept, by type
+        return f"<unprintable {type(record).__name__}>"
+
+
+def extract(ctx: Context, job: Job, run: Run) -> tuple[int, int]:
+    """Run the job's generator into staged batches; returns (extracted, staged) counts."""
+    store, settings = ctx.store, ctx.settings
+    writers = {
+        t: BatchWriter(store, t, batch_prefix(t, job.name, run.interval, run.run_id),
+                       settings.part_size)
+        for t in job.tables
+    }
+    rejects: list[DeadLetter] = []
+    extracted = 0
+    try:
+        records = job(run)
+        if records is None:
+            raise TerminalError(f"job {job.name} returned nothing: it must yield dicts")
+        for item in records:
+            extracted += 1
+            table, record = item if isinstance(item, Routed) else (job.table, item)
+            try:
+                line = encode(record)
+            except RecordError as e:
+                rejects.append(DeadLetter(f"{run.run_id}.{table}", "stage", extracted, table,
+                                          job.name, run.run_id, str(e), _shown(record), ""))
+                continue
+            writers[table].write_line(line, record)
+            if extracted % PROGRESS_EVERY == 0:
+                ctx.progress(f"{job.name}: extracted {extracted:,} records")
+        staged = [w.close() for w in writers.values()]
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    deadletters.write(store, ctx.ledger, rejects)
+    for b in staged:
+        ctx.ledger.add_batch(run.run_id, job.name, run.interval, b.table, b.manifest_key, b.rows,
+                             b.key_counts)
+    return extracted, sum(b.rows for b in staged)
+
+
+def run_job(ctx: Context, job: Job, interval: Interval, *, load: bool = True) -> dict[str, Any]:
+    """Extract, stage and (with ``load``) load one interval of a job; returns the ledger row.
+
+    Raises the job's exception (or the loader's) after recording it; a ``SkipRun`` is recorded
+    as ``skipped`` and not raised.
+    """
+    ledger = ctx.ledger
+    run_id = ledger.start_run(job.name, interval)
+    run = Run(job, interval, run_id, dict(ledger.get_state(job.name)))
+    run.log.info("extracting %s", interval)
+    try:
+        extracted, staged = extract(ctx, job, run)
+    except SkipRun as e:
+        ledger.finish_run(run_id, RunStatus.SKIPPED, error=str(e) or None)
+        run.log.info("skipped: %s", e)
+        return ledger.run(run_id)
+    except BaseException as e:
+        ledger.finish_run(run_id, RunStatus.FAILED, error=describe(e, job))
+        run.log.error("failed: %s", describe(e, job),
+                      exc_info=not isinstance(e, JankycronError))
+        raise
+    ledger.save_state(job.name, run.state)
+    ledger.finish_run(run_id, RunStatus.STAGED, rows_extracted=extracted, rows_staged=staged,
+                      rows_rejected=extracted - staged)
+    run.log.info("staged %d of %d records", staged, extracted)
+    if load:
+        load_tables(ctx, job.tables, run_id=run_id)
+    return ledger.run(run_id)
+
+
+def load_tables(ctx: Context, tables: dict[str, tuple[str, ...]],
+                run_id: str | None = None) -> list[LoadResult]:
+    """Load the pending batches of each table; a failure is noted on the run and re-raised."""
+    results = []
+    for table, key in tables.items():
+        try:
+            results.append(ctx.loader.load_table(table, key))
+        except JankycronError as e:
+            if run_id:
+                ctx.ledger.finish_run(run_id, RunStatus.STAGED,
+                                      error=f"load of {table} pending: {e}")
+            raise
+    return results

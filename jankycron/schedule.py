@@ -1,0 +1,118 @@
+"""Cron schedules and data intervals. Pure functions; every time is an aware UTC datetime.
+
+A run covers the half-open interval [previous fire time, this fire time): the nightly
+``0 4 * * *`` run that fires at 2026-11-26 04:00 covers 2026-11-25 04:00 .. 2026-11-26 04:00.
+Operators name an interval by the day it starts on (``--date 2026-11-25``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from croniter import croniter
+
+from .errors import ConfigError, JobDefinitionError
+
+
+@dataclass(frozen=True, order=True)
+class Interval:
+    start: datetime
+    end: datetime
+
+    def __str__(self) -> str:
+        return f"{fmt(self.start)}..{fmt(self.end)}"
+
+
+def fmt(t: datetime) -> str:
+    """ISO 8601 UTC with a Z, seconds precision: ``2026-11-25T04:00:00Z``."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc(t: datetime) -> datetime:
+    """Naive datetimes are taken as UTC; aware ones are converted."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A 5-field cron expression, evaluated in UTC."""
+
+    expr: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.expr, str) or len(self.expr.split()) != 5:
+            raise JobDefinitionError(
+                f"schedule {self.expr!r}: expected 5 cron fields (minute hour day month weekday)"
+            )
+        if not croniter.is_valid(self.expr):
+            raise JobDefinitionError(f"schedule {self.expr!r} is not a valid cron expression")
+
+    def next_fire(self, after: datetime) -> datetime:
+        """The first fire time strictly after ``after``."""
+        return croniter(self.expr, utc(after)).get_next(datetime).astimezone(UTC)
+
+    def prev_fire(self, at: datetime) -> datetime:
+        """The last fire time at or before ``at``."""
+        at = utc(at)
+        it = croniter(self.expr, at + timedelta(microseconds=1))
+        return it.get_prev(datetime).astimezone(UTC)
+
+    def interval_ending(self, fire: datetime) -> Interval:
+        """The interval a run firing at ``fire`` covers."""
+        fire = self.prev_fire(fire)
+        start = croniter(self.expr, fire).get_prev(datetime).astimezone(UTC)
+        return Interval(start, fire)
+
+    def latest_complete(self, now: datetime) -> Interval:
+        """The newest interval that has fully passed at ``now``."""
+        return self.interval_ending(now)
+
+    def intervals_starting(self, first: datetime, until: datetime) -> Iterator[Interval]:
+        """Every interval whose start lies in [first, until), oldest first."""
+        first, until = utc(first), utc(until)
+        it = croniter(self.expr, first - timedelta(microseconds=1))
+        start = it.get_next(datetime).astimezone(UTC)
+        while start < until:
+            end = it.get_next(datetime).astimezone(UTC)
+            yield Interval(start, end)
+            start = end
+
+    def interval_on(self, day: date | datetime) -> Interval:
+        """The interval that starts on ``day`` (a date) or exactly at ``day`` (a datetime).
+
+        A schedule that fires several times a day has several intervals starting on one date;
+        then a time is needed to say which (backfill runs them all).
+        """
+        if isinstance(day, datetime):
+            found = list(self.intervals_starting(day, day + timedelta(microseconds=1)))
+            if not found:
+                nearest = self.next_fire(day - timedelta(microseconds=1))
+                raise ConfigError(
+                    f"no interval of {self.expr!r} starts at {fmt(day)}; next one starts at "
+                    f"{fmt(nearest)}"
+                )
+            return found[0]
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        found = list(self.intervals_starting(start, start + timedelta(days=1)))
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise ConfigError(f"no interval of {self.expr!r} starts on {day.isoformat()}")
+        raise ConfigError(
+            f"{len(found)} intervals of {self.expr!r} start on {day.isoformat()}; give a time "
+            f"(--date {fmt(found[0].start)[:16]}) or use backfill for the whole day"
+        )
+
+
+def parse_day(value: str) -> date | datetime:
+    """``2026-11-25`` -> date; ``2026-11-25T04:00`` (UTC unless an offset is given) -> datetime."""
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value)
+        return utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        raise ConfigError(
+            f"{value!r} is not a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM)"
+        ) from None
