@@ -332,10 +332,10 @@ def test_each_discover_builds_a_fresh_registry(tmp_path: Path,
 
     (folder / "good_orders.py").unlink()
     (folder / "second.py").write_text((folder / "second.py").read_text()
-                                      .replace('"0 1 * * *"', '"0 7 * * *"'))
+                                      .replace('"0 1 * * *"', '"15 7 * * *"'))
     third, _ = discover(folder)
     assert [j.name for j in third] == ["second"]
-    assert third.get("second").schedule.expr == "0 7 * * *"
+    assert third.get("second").schedule.expr == "15 7 * * *"
     assert second.get("second").schedule.expr == "0 1 * * *"
     assert [j.name for j in second] == ["good_orders", "second"]
 
@@ -359,7 +359,7 @@ def test_rediscovery_picks_up_an_edited_helper(tmp_path: Path,
     before, _ = discover(folder)
     assert list(before.get("rated")(None)) == [{"id": 1, "rate": 1}]
 
-    (folder / "_rates_for_rediscovery.py").write_text("RATE = 2\n")
+    (folder / "_rates_for_rediscovery.py").write_text("RATE = 2  # fixed\n")
     after, _ = discover(folder)
     assert list(after.get("rated")(None)) == [{"id": 1, "rate": 2}]
 
