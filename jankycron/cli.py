@@ -67,7 +67,9 @@ def command(group: click.Group, *args: Any, **kwargs: Any) -> Callable:
 @click.pass_context
 def cli(cctx: click.Context, verbose: bool) -> None:
     """jankycron: scheduled batch jobs, every record loaded exactly once."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+    # Without -v the CLI itself says what matters (progress, results, one error line); the
+    # log (with tracebacks of job errors) is for -v and for the workers.
+    logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cctx.obj = App(dict(os.environ))
 
@@ -310,7 +312,7 @@ def migrate_cmd(app: App, path: str) -> None:
 def main() -> None:
     """Entry point: expected errors are one line on stderr, exit 1; no secrets in output."""
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)  # returns the code of a click Exit
     except JankycronError as e:
         message = str(e)
         try:
@@ -328,3 +330,5 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)

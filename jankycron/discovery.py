@@ -112,4 +112,9 @@ def discover(jobs_path: Path | str) -> tuple[Registry, list[JobFileError]]:
             jobs[j.name] = j
     finally:
         sys.path.remove(str(folder))
+        # Helpers the job files imported (``import _rates``) must be read afresh next time.
+        for name, module in list(sys.modules.items()):
+            origin = getattr(module, "__file__", None)
+            if origin and Path(origin).resolve().parent == folder:
+                del sys.modules[name]
     return Registry(jobs), errors

@@ -220,8 +220,10 @@ class S3Store(Store):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def put_file(self, key: str, path: Path) -> None:
-        with self._errors(f"writing {key}"):
-            self.client.upload_file(str(path), self.bucket, self._key(key))
+        # One PUT per part (parts are ~10 MB compressed, far below S3's 5 GB PUT limit); the
+        # transfer manager's multipart uploads would wrap errors in its own exception types.
+        with self._errors(f"writing {key}"), open(path, "rb") as body:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
 
     def get_bytes(self, key: str) -> bytes:
         with self._errors(f"reading {key}"):
@@ -230,8 +232,13 @@ class S3Store(Store):
     def open(self, key: str) -> IO[bytes]:
         # Download to a temporary file: a stream held open through a long COPY could time out.
         tmp = tempfile.TemporaryFile()
-        with self._errors(f"reading {key}"):
-            self.client.download_fileobj(self.bucket, self._key(key), tmp)
+        try:
+            with self._errors(f"reading {key}"):
+                body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+                shutil.copyfileobj(body, tmp, 1 << 20)
+        except BaseException:
+            tmp.close()
+            raise
         tmp.seek(0)
         return tmp
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from conftest import S3, Workspace, create_table, free_port, pg_query, warehouse_rows
 
 DAY = "2026-11-24"
@@ -218,15 +217,11 @@ def test_unreachable_store_fails_clearly_without_the_aws_secret(orders_ws: Works
     assert run["status"] == "failed" and "object store" in run["error"]
 
 
-@pytest.mark.xfail(reason="BUG: runner.run_job logs the failure at ERROR to stderr besides "
-                          "the CLI's `error:` line", strict=True)
 def test_unreachable_store_prints_exactly_one_line(orders_ws: Workspace) -> None:
     proc = orders_ws.cli("run", "orders", "--date", DAY, "--local", env=store_down_env())
     assert_one_error_line(proc, "object store", secrets=(AWS_SECRET,))
 
 
-@pytest.mark.xfail(reason="BUG: S3Store.put_file lets boto3's S3UploadFailedError through; "
-                          "the CLI blames the job and prints a traceback", strict=True)
 def test_missing_bucket_is_a_store_error_not_a_job_failure(orders_ws: Workspace,
                                                            s3: S3) -> None:
     """A store bucket that does not exist is reported as a store problem, not as a bug in
@@ -258,8 +253,6 @@ def test_job_that_raises_fails_naming_the_line(orders_ws: Workspace) -> None:
     assert warehouse_rows(orders_ws, "SELECT count(*) FROM orders") == [(0,)]
 
 
-@pytest.mark.xfail(reason="BUG: runner.run_job logs job exceptions with exc_info at ERROR; "
-                          "the CLI's stderr logging prints the traceback", strict=True)
 def test_job_that_raises_prints_one_line_and_no_traceback(orders_ws: Workspace) -> None:
     orders_ws.write_job("boom", BOOM)
     proc = orders_ws.cli("run", "boom", "--date", DAY, "--local")

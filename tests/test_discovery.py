@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import Workspace, create_table, warehouse_rows
+
 from jankycron.discovery import Registry, discover
 from jankycron.errors import JankycronError, UnknownJob
 
@@ -207,8 +207,6 @@ def test_check_passes_when_every_job_file_is_good(good_ws: Workspace) -> None:
     assert "ok    table good_orders" in proc.stdout
 
 
-@pytest.mark.xfail(reason="BUG: cli.main ignores the exit code click returns for Exit(1) with "
-                          "standalone_mode=False, so `check` exits 0 on problems", strict=True)
 def test_check_exits_1_when_a_job_file_is_broken(good_ws: Workspace) -> None:
     """A CI step running `jankycron check` must fail when a job file is broken."""
     good_ws.write_job("syntax_error", BROKEN["syntax_error"][0])
@@ -340,8 +338,6 @@ def test_each_discover_builds_a_fresh_registry(tmp_path: Path,
     assert [j.name for j in second] == ["good_orders", "second"]
 
 
-@pytest.mark.xfail(reason="BUG: helper modules imported by job files stay cached in "
-                          "sys.modules, so a later discover() uses the stale helper", strict=True)
 def test_rediscovery_picks_up_an_edited_helper(tmp_path: Path,
                                                no_leftover_modules: None) -> None:
     """An analyst fixes a bug in `_rates.py`; the next discovery must run the fixed code."""
