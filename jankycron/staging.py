@@ -28,6 +28,7 @@ import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -50,19 +51,30 @@ class RecordError(ValueError):
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
+    kind = type(value)  # exact-type checks first: this runs for every such value
+    if kind is Decimal:
         if not value.is_finite():
             raise RecordError(f"Decimal {value} has no exact JSON form")
         return format(value, "f")
-    if isinstance(value, dt.datetime | dt.date | dt.time):
+    if kind is uuid.UUID:
+        return str(value)
+    if isinstance(value, dt.date | dt.time):  # datetime is a date
         return value.isoformat()
+    if isinstance(value, Decimal):
+        return _default(Decimal(value))
     if isinstance(value, uuid.UUID):
         return str(value)
     raise RecordError(f"a value of type {type(value).__name__} is not supported: {value!r:.80}")
 
 
-_encoder = json.JSONEncoder(
-    default=_default, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+# One C encoder built once (JSONEncoder.encode would rebuild it for every record). No circular
+# reference bookkeeping: a self-containing record ends in RecursionError, refused below.
+_encode = json.encoder.c_make_encoder(
+    None, _default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+) if json.encoder.c_make_encoder else None
+_py_encoder = json.JSONEncoder(
+    default=_default, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+    check_circular=False,
 )
 
 
@@ -71,16 +83,19 @@ def encode(record: Any) -> bytes:
     if not isinstance(record, dict):
         raise RecordError(f"a job must yield dicts, got {type(record).__name__}")
     try:
-        return (_encoder.encode(record) + "\n").encode()
+        text = "".join(_encode(record, 0)) if _encode else _py_encoder.encode(record)
     except RecordError:
         raise
     except ValueError as e:
         if "float" in str(e):
             raise RecordError("a float NaN or infinity has no JSON form (yield None instead)") \
                 from None
-        raise RecordError(f"not representable in JSON: {e}") from None  # circular reference
+        raise RecordError(f"not representable in JSON: {e}") from None
+    except RecursionError:
+        raise RecordError("the record contains itself (a circular reference)") from None
     except TypeError as e:  # non-string keys
         raise RecordError(str(e)) from None
+    return (text + "\n").encode()
 
 
 # ---------------------------------------------------------------------------------- stores
@@ -309,8 +324,10 @@ class StagedBatch:
 class BatchWriter:
     """Writes records as gzipped NDJSON parts rotated at ``part_size`` bytes (uncompressed).
 
-    Memory stays bounded by one ~1 MiB buffer: each part is compressed into a temporary file
-    and uploaded when it is full. ``close()`` uploads the last part, then the manifest.
+    Lines are collected in a ~1 MiB buffer; full buffers are compressed into a temporary file
+    and parts uploaded on a background thread (zlib and sockets release the GIL), so the job's
+    generator keeps running meanwhile. At most one buffer is in flight: memory stays bounded
+    whatever the number of records. ``close()`` uploads the last part, then the manifest.
     """
 
     def __init__(self, store: Store, table: str, prefix: str, part_size: int):
@@ -324,6 +341,8 @@ class BatchWriter:
         self._part_len = 0
         self._tmp: IO[bytes] | None = None
         self._gz: gzip.GzipFile | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jankycron-stage")
+        self._in_flight: Future | None = None
 
     def write_line(self, line: bytes, record: dict) -> None:
         self._keysets[tuple(record)] += 1
@@ -336,14 +355,28 @@ class BatchWriter:
     def _flush(self) -> None:
         if not self._buf:
             return
+        data = b"".join(self._buf)
+        self._buf, self._buf_len = [], 0
+        self._wait()
+        self._part_len += len(data)
+        rotate = self._part_len >= self.part_size
+        if rotate:
+            self._part_len = 0
+        self._in_flight = self._pool.submit(self._compress, data, rotate)
+
+    def _wait(self) -> None:
+        """Wait for the buffer in flight; its error (an upload that failed) is raised here."""
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            future.result()
+
+    def _compress(self, data: bytes, rotate: bool) -> None:
         if self._gz is None:
             self._tmp = tempfile.NamedTemporaryFile(prefix="jankycron-part-", delete=False)
             self._gz = gzip.GzipFile(fileobj=self._tmp, mode="wb", compresslevel=GZIP_LEVEL,
                                      mtime=0)
-        self._gz.write(b"".join(self._buf))
-        self._part_len += self._buf_len
-        self._buf, self._buf_len = [], 0
-        if self._part_len >= self.part_size:
+        self._gz.write(data)
+        if rotate:
             self._upload_part()
 
     def _upload_part(self) -> None:
@@ -356,12 +389,15 @@ class BatchWriter:
         finally:
             os.unlink(self._tmp.name)
             self._gz = self._tmp = None
-            self._part_len = 0
         self.parts.append(key)
         log.debug("staged %s", key)
 
     def close(self) -> StagedBatch:
-        self._flush()
+        try:
+            self._flush()
+            self._wait()
+        finally:
+            self._pool.shutdown()
         if self._gz is not None:
             self._upload_part()
         manifest_key = f"{self.prefix}/manifest.json"
@@ -376,6 +412,9 @@ class BatchWriter:
 
     def abort(self) -> None:
         """Drop the part being written (the run failed); uploaded parts stay unreferenced."""
+        with contextlib.suppress(Exception):
+            self._wait()
+        self._pool.shutdown()
         if self._gz is not None and self._tmp is not None:
             self._gz.close()
             self._tmp.close()
@@ -396,8 +435,15 @@ def read_manifest(store: Store, manifest_key: str) -> list[str]:
     return keys
 
 
+@contextlib.contextmanager
+def open_part(store: Store, key: str) -> Iterator[IO[bytes]]:
+    """A staged part as a stream of decompressed NDJSON."""
+    with store.open(key) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+        yield gz
+
+
 def iter_lines(store: Store, part_keys: list[str]) -> Iterator[bytes]:
     """Every NDJSON line of the parts, in manifest order."""
     for key in part_keys:
-        with store.open(key) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-            yield from gz
+        with open_part(store, key) as part:
+            yield from part

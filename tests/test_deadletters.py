@@ -127,3 +127,22 @@ def test_isolation_finds_every_bad_record_among_many(duck_ws: Workspace, bad_cou
     letters = duck_ws.cli_json("deadletters")
     assert len(letters) == bad_count
     assert all("v" in d["reason"] for d in letters)
+
+
+def test_a_nul_character_postgres_cannot_store_is_one_dead_letter(pg_ws: Workspace) -> None:
+    """PostgreSQL text cannot hold U+0000: that record is refused, its neighbours load."""
+    create_table(pg_ws, "CREATE TABLE notes (id int NOT NULL, body varchar(50))")
+    pg_ws.write_job("notes", '''
+        from jankycron import job
+
+        @job(schedule="0 0 * * *", table="notes", key="id")
+        def notes(run):
+            yield {"id": 1, "body": "fine"}
+            yield {"id": 2, "body": "nul \\x00 inside"}
+            yield {"id": 3, "body": "also fine"}
+    ''')
+    pg_ws.cli("run", "notes", "--date", "2026-11-20", "--local", check=True)
+    assert warehouse_rows(pg_ws, "SELECT id FROM notes ORDER BY id") == [(1,), (3,)]
+    (letter,) = pg_ws.cli_json("deadletters")
+    assert "cannot read the record" in letter["reason"] and "\\u0000" in letter["reason"]
+    assert json.loads(letter["record"])["id"] == 2

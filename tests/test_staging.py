@@ -93,6 +93,8 @@ def test_a_batch_with_no_manifest_is_not_complete(tmp_path) -> None:
     for i in range(100):
         writer.write_line(encode({"id": i}), {"id": i})
     writer._flush()
+    writer._wait()
     writer._upload_part()  # a part is out, the run dies before close()
     assert store.list("staging/x") == ["staging/x/part-00001.ndjson.gz"]
     assert not store.exists("staging/x/manifest.json")
+    writer.abort()

@@ -22,7 +22,7 @@ from .. import deadletters
 from ..config import Settings
 from ..errors import ConfigError, TerminalError
 from ..ledger import Batch, BatchStatus, DeadLetter, Ledger
-from ..staging import Store, iter_lines, read_manifest
+from ..staging import Store, open_part, read_manifest
 from .warehouse import AlreadyLoaded, Column, Loaded, Session, Warehouse
 
 log = logging.getLogger(__name__)
@@ -131,14 +131,21 @@ class Loader:
                 return result
             rows = sum(b.rows for b in batches)
             self.progress(f"{table}: loading {len(batches)} batch(es), {rows:,} rows")
+            clock = time.monotonic()
             ranges: dict[str, tuple[int, int]] = {}
             n = 0
             for b in batches:
-                count = session.add_lines(iter_lines(self.store,
-                                                     read_manifest(self.store, b.manifest_key)))
+                count = 0
+                for part_key in read_manifest(self.store, b.manifest_key):
+                    with open_part(self.store, part_key) as part:
+                        count += session.add_lines(part)
                 ranges[b.id] = (n + 1, n + count)
                 n += count
+            log.info("%s: read %d staged lines in %.2fs", table, n, time.monotonic() - clock)
+            clock = time.monotonic()
             bad = isolate(session, 1, n, result) if n else []
+            log.info("%s: %d validation(s) in %.2fs", table, result.validations,
+                     time.monotonic() - clock)
             if bad:
                 self.progress(f"{table}: {len(bad):,} row(s) refused by the warehouse "
                               f"({result.validations} validations)")
@@ -154,7 +161,9 @@ class Loader:
                 loaded.append(Loaded(b.id, ok, rejected.get(b.id, 0)))
                 for k, c in dropped.items():
                     result.dropped_keys[k] = result.dropped_keys.get(k, 0) + c
+            clock = time.monotonic()
             session.merge(loaded, json.dumps(result.dropped_keys, sort_keys=True)[:4000])
+            log.info("%s: merged in %.2fs", table, time.monotonic() - clock)
         finally:
             session.close()
         for b in superseded:

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import duckdb
 
@@ -31,6 +31,7 @@ from .warehouse import (
     Warehouse,
     clean_reason,
     quote_ident,
+    quote_literal,
 )
 
 _DATA = (duckdb.ConversionException, duckdb.ConstraintException, duckdb.InvalidInputException,
@@ -134,26 +135,26 @@ class DuckDBSession(Session):
             wh.execute(LOADS_DDL)
             wh.execute("DROP TABLE IF EXISTS temp.raw")
             wh.execute("DROP TABLE IF EXISTS temp.stage")
-            wh.execute("CREATE TEMP TABLE raw (n BIGINT, doc JSON)")
-            wh.execute(f"CREATE TEMP TABLE stage (n BIGINT, {defs})")
+            wh.execute("CREATE TEMP TABLE raw (jc_line BIGINT, doc JSON)")
+            wh.execute(f"CREATE TEMP TABLE stage (jc_line BIGINT, {defs})")
 
     def regex_sql(self, text: str, pattern: str) -> str:
         return f"regexp_full_match({text}, '{pattern}')"
 
-    def json_sql(self, doc: str, col: Column) -> str:
-        value = f"({doc} -> '{col.name}')"
+    def json_sql(self, col: Column) -> str:
+        value = f"(j -> {quote_literal(col.name)})"
         return f"CASE WHEN json_type({value}) = 'NULL' THEN NULL ELSE {value} END"
 
     def timestamp_utc_sql(self, text: str) -> str:
         return f"timezone('UTC', CAST({text} AS TIMESTAMPTZ))"
 
-    def add_lines(self, lines: Iterable[bytes]) -> int:
+    def add_lines(self, stream: IO[bytes]) -> int:
         # DuckDB reads files fastest; wrapping each line keeps its number next to it.
         fd, path = tempfile.mkstemp(prefix="jankycron-raw-", suffix=".ndjson")
         start = self.count
         try:
             with os.fdopen(fd, "wb") as f:
-                for line in lines:
+                for line in stream:
                     self.count += 1
                     f.write(b'{"n":%d,"doc":%s}\n' % (self.count, line.rstrip(b"\n")))
             with self.wh.errors("read staged lines"):
@@ -165,28 +166,18 @@ class DuckDBSession(Session):
             os.unlink(path)
         return self.count - start
 
-    def validate(self, lo: int, hi: int) -> str | None:
+    def attempt(self, sql: str, fetch: bool = False) -> tuple[str | None, Any]:
         with self.wh.errors("validate"):
             try:
-                self.wh.execute(f"INSERT INTO stage {self.select_sql(lo, hi)}")
-            except _DATA as e:
-                return clean_reason(str(e))
-        return None
-
-    def probe_value(self, n: int, col: Column) -> tuple[str | None, Any]:
-        with self.wh.errors("probe"):
-            try:
-                row = self.wh.execute(
-                    f"SELECT {self.value_sql(col)} FROM (SELECT doc AS j FROM raw WHERE n = ?) r",
-                    (n,)).fetchone()
+                result = self.wh.execute(sql)
             except _DATA as e:
                 return clean_reason(str(e)), None
-        return None, row[0]
+            return None, result.fetchone()[0] if fetch else None
 
     def raw_lines(self, ns: Iterable[int]) -> dict[int, str]:
         with self.wh.errors("query"):
-            rows = self.wh.execute("SELECT n, CAST(doc AS VARCHAR) FROM raw WHERE list_contains("
-                                   "?, n)", (list(ns),)).fetchall()
+            rows = self.wh.execute("SELECT jc_line, CAST(doc AS VARCHAR) FROM raw WHERE "
+                                   "list_contains(?, jc_line)", (list(ns),)).fetchall()
         return dict(rows)
 
     def stage_count(self) -> int:

@@ -2,11 +2,11 @@
 
 A load works on two session-local tables:
 
-- ``raw``: one row per staged NDJSON line, numbered ``n`` in manifest order, as text;
+- ``raw``: one row per staged NDJSON line, numbered ``jc_line`` in manifest order;
 - ``stage``: the target's columns (with its NOT NULL and CHECK rules, plus NOT NULL on the merge
-  key) filled by *validation*: ``INSERT INTO stage SELECT n, <typed column expressions> FROM raw
-  WHERE n BETWEEN lo AND hi``. A range that fails is split by the core until each bad line is
-  isolated; the good ones stay in ``stage``.
+  key) filled by *validation*: ``INSERT INTO stage SELECT jc_line, <typed column expressions>
+  FROM raw WHERE jc_line BETWEEN lo AND hi``. A range that fails is split by the core until
+  each bad line is isolated; the good ones stay in ``stage``.
 
 The merge then runs in one transaction: lock the target against other merges, delete the rows
 whose keys are in ``stage``, insert the newest ``stage`` row per key, and record the batch ids in
@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 LOADS_TABLE = "jankycron_loads"
 # What the warehouse has merged, written in the merge's own transaction.
@@ -35,10 +35,16 @@ FAIL_MARK = "jankycron: "
 
 
 def clean_reason(message: str) -> str:
-    """A warehouse error as one line; our own strictness checks read as plain sentences."""
-    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    """A warehouse error as one line (with PostgreSQL's DETAIL line, if any); our own
+    strictness checks read as plain sentences."""
+    lines = message.strip().splitlines() or ["unknown error"]
+    first = lines[0]
     m = re.search(re.escape(FAIL_MARK) + r"(.*?)[\"'](?: to [^\"']*)?$", first)
-    return m.group(1) if m else first
+    if m:
+        return m.group(1)
+    detail = next((x.split(":", 1)[1].strip() for x in lines[1:] if x.startswith("DETAIL:")),
+                  None)
+    return f"{first} ({detail})" if detail else first
 
 
 @dataclass(frozen=True)
@@ -85,15 +91,26 @@ class Session:
         self.table, self.columns, self.key = table, columns, key
 
     # ---- SQL shared by the backends ------------------------------------------------------
-    def value_sql(self, col: Column, doc: str = "j") -> str:
-        """The typed expression that reads ``col`` out of a JSON document ``doc``."""
-        text = f"({doc} ->> {quote_literal(col.name)})"
+    def field_sql(self, col: Column) -> str:
+        """The column's field of the line's JSON document ``j``, as text."""
+        return f"(j ->> {quote_literal(col.name)})"
+
+    def rows_sql(self, where: str) -> str:
+        """The raw lines matching ``where``, with their document as ``j``. OFFSET 0 keeps the
+        subquery from being inlined, so each document is parsed once, not once per column."""
+        return f"SELECT jc_line, {self.doc_sql} AS j FROM raw WHERE {where} OFFSET 0"
+
+    doc_sql = "doc"
+
+    def value_sql(self, col: Column) -> str:
+        """The typed, strict expression for ``col`` over a row of ``rows_sql``."""
+        text = self.field_sql(col)
         base = col.base
         fail = self.fail_sql
         if base in self.STRING_TYPES:
             return text  # no cast: an explicit cast to varchar(n) would truncate silently
         if base in ("json", "jsonb", "super"):
-            return self.json_sql(doc, col)
+            return self.json_sql(col)
         if base in ("numeric", "decimal") and col.scale is not None:
             # Digits past the column's scale must all be zeros: 1.50 fits numeric(10,1), 1.55
             # does not (a cast would round it).
@@ -118,7 +135,7 @@ class Session:
     def regex_sql(self, text: str, pattern: str) -> str:
         raise NotImplementedError
 
-    def json_sql(self, doc: str, col: Column) -> str:
+    def json_sql(self, col: Column) -> str:
         raise NotImplementedError
 
     def timestamp_utc_sql(self, text: str) -> str:
@@ -126,10 +143,8 @@ class Session:
 
     def select_sql(self, lo: int, hi: int) -> str:
         values = ", ".join(self.value_sql(c) for c in self.columns)
-        return (f"SELECT n, {values} FROM (SELECT n, {self.doc_sql} AS j FROM raw "
-                f"WHERE n BETWEEN {int(lo)} AND {int(hi)}) r")
-
-    doc_sql = "doc"
+        where = f"jc_line BETWEEN {int(lo)} AND {int(hi)}"
+        return f"SELECT jc_line, {values} FROM ({self.rows_sql(where)}) r"
 
     def merge_sql(self) -> list[str]:
         t = quote_ident(self.table)
@@ -137,23 +152,34 @@ class Session:
         on = " AND ".join(f"{t}.{quote_ident(k)} = stage.{quote_ident(k)}" for k in self.key)
         part = ", ".join(quote_ident(k) for k in self.key)
         return [
-            f"DELETE FROM {t} USING stage WHERE {on}",
             # The same key twice in the load: the later line (newer interval, later yield) wins.
-            f"INSERT INTO {t} ({cols}) SELECT {cols} FROM (SELECT *, ROW_NUMBER() OVER "
-            f"(PARTITION BY {part} ORDER BY n DESC) AS jc_rank FROM stage) s WHERE jc_rank = 1",
+            # A hash aggregate: linear, even for one key repeated many times.
+            f"DELETE FROM stage WHERE jc_line NOT IN (SELECT MAX(jc_line) FROM stage "
+            f"GROUP BY {part})",
+            f"DELETE FROM {t} USING stage WHERE {on}",
+            f"INSERT INTO {t} ({cols}) SELECT {cols} FROM stage",
         ]
 
     # ---- what each backend implements ----------------------------------------------------
-    def add_lines(self, lines: Iterable[bytes]) -> int:
-        """Append NDJSON lines to ``raw``; returns how many were added."""
+    def add_lines(self, stream: IO[bytes]) -> int:
+        """Append the NDJSON lines of a (decompressed) stream to ``raw``; returns how many."""
+        raise NotImplementedError
+
+    def attempt(self, sql: str, fetch: bool = False) -> tuple[str | None, Any]:
+        """Run one statement in its own transaction. A data error (a record that does not
+        fit) is returned as its reason, not raised; with ``fetch``, the first value is too."""
         raise NotImplementedError
 
     def validate(self, lo: int, hi: int) -> str | None:
         """Insert raw lines lo..hi into ``stage``; on a data error keep nothing, return why."""
-        raise NotImplementedError
+        return self.attempt(f"INSERT INTO stage {self.select_sql(lo, hi)}")[0]
 
     def probe(self, n: int) -> str | None:
         """Why line ``n`` fails, naming the column, or None if no single column explains it."""
+        error, _ = self.attempt(f"SELECT j IS NULL FROM ({self.rows_sql(f'jc_line = {int(n)}')})"
+                                " r", fetch=True)
+        if error:
+            return f"the warehouse cannot read the record: {error}"
         for col in self.columns:
             error, value = self.probe_value(n, col)
             if error:
@@ -167,7 +193,8 @@ class Session:
         return None
 
     def probe_value(self, n: int, col: Column) -> tuple[str | None, Any]:
-        raise NotImplementedError
+        return self.attempt(f"SELECT {self.value_sql(col)} FROM "
+                            f"({self.rows_sql(f'jc_line = {int(n)}')}) r", fetch=True)
 
     def raw_lines(self, ns: Iterable[int]) -> dict[int, str]:
         raise NotImplementedError
