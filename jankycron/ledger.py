@@ -57,7 +57,7 @@ SCHEMA = [
         interval_start TEXT NOT NULL, interval_end TEXT NOT NULL, manifest_key TEXT NOT NULL,
         rows INTEGER NOT NULL, key_counts TEXT NOT NULL, status TEXT NOT NULL,
         created_at TEXT NOT NULL, loaded_at TEXT, rows_loaded INTEGER NOT NULL DEFAULT 0,
-        rows_rejected INTEGER NOT NULL DEFAULT 0, dropped_keys TEXT, load_error TEXT)""",
+        rows_rejected INTEGER NOT NULL DEFAULT 0, dropped_keys TEXT)""",
     "CREATE INDEX IF NOT EXISTS jc_batches_pending ON jc_batches (table_name, status)",
     """CREATE TABLE IF NOT EXISTS jc_job_state (
         job TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at TEXT NOT NULL)""",
@@ -266,7 +266,7 @@ class Ledger:
             for bid, (status, loaded, rejected, dropped) in outcomes.items():
                 cur.execute(
                     "UPDATE jc_batches SET status = ?, loaded_at = ?, rows_loaded = ?, "
-                    "rows_rejected = ?, dropped_keys = ?, load_error = NULL WHERE id = ?",
+                    "rows_rejected = ?, dropped_keys = ? WHERE id = ?",
                     (status, at, loaded, rejected, json.dumps(dropped, sort_keys=True), bid),
                 )
                 if status == BatchStatus.LOADED:
