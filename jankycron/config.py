@@ -20,7 +20,7 @@ DEFAULTS = {
     "JANKYCRON_WAREHOUSE_URL": "duckdb:///./var/warehouse.duckdb",
     "JANKYCRON_STATE_URL": "sqlite:///./var/state.db",
     "JANKYCRON_STATEMENT_TIMEOUT": "15m",
-    "JANKYCRON_PART_SIZE": "64MB",
+    "JANKYCRON_PART_SIZE": "16MB",
 }
 
 STORE_SCHEMES = ("s3", "file")

@@ -25,7 +25,7 @@ from .config import Settings
 from .errors import JankycronError, SkipRun, TerminalError
 from .job import Job, Routed, Run
 from .ledger import DeadLetter, Ledger, RunStatus
-from .load import Loader, LoadResult, open_warehouse
+from .load import Loader, LoadResult, Prefill, open_warehouse
 from .load.warehouse import Warehouse
 from .schedule import Interval
 from .staging import BatchWriter, RecordError, Store, batch_prefix, encode, open_store
@@ -85,14 +85,18 @@ def _shown(record: Any) -> str:
         return f"<unprintable {type(record).__name__}>"
 
 
-def extract(ctx: Context, job: Job, run: Run) -> tuple[int, int]:
-    """Run the job's generator into staged batches; returns (extracted, staged) counts."""
+def extract(ctx: Context, job: Job, run: Run,
+            prefills: dict[str, Prefill | None] | None = None) -> tuple[int, int]:
+    """Run the job's generator into staged batches; returns (extracted, staged) counts.
+
+    ``prefills`` (table -> Prefill) are told of every part as it lands in the store.
+    """
     store, settings = ctx.store, ctx.settings
-    writers = {
-        t: BatchWriter(store, t, batch_prefix(t, job.name, run.interval, run.run_id),
-                       settings.part_size)
-        for t in job.tables
-    }
+    writers = {}
+    for t in job.tables:
+        prefill = (prefills or {}).get(t)
+        writers[t] = BatchWriter(store, t, batch_prefix(t, job.name, run.interval, run.run_id),
+                                 settings.part_size, prefill.part_staged if prefill else None)
     rejects: list[DeadLetter] = []
     extracted = 0
     try:
@@ -133,33 +137,44 @@ def run_job(ctx: Context, job: Job, interval: Interval, *, load: bool = True) ->
     run_id = ledger.start_run(job.name, interval)
     run = Run(job, interval, run_id, dict(ledger.get_state(job.name)))
     run.log.info("extracting %s", interval)
+    # Validate in the warehouse while the job extracts, where the backend can (load.Prefill).
+    prefills = {t: ctx.loader.prefill(t, key, f"{run_id}.{t}")
+                for t, key in job.tables.items()} if load else {}
     try:
-        extracted, staged = extract(ctx, job, run)
-    except SkipRun as e:
-        ledger.finish_run(run_id, RunStatus.SKIPPED, error=str(e) or None)
-        run.log.info("skipped: %s", e)
-        return ledger.run(run_id)
+        extracted, staged = extract(ctx, job, run, prefills)
     except BaseException as e:
+        for p in prefills.values():
+            if p:
+                p.discard()
+        if isinstance(e, SkipRun):
+            ledger.finish_run(run_id, RunStatus.SKIPPED, error=str(e) or None)
+            run.log.info("skipped: %s", e)
+            return ledger.run(run_id)
         ledger.finish_run(run_id, RunStatus.FAILED, error=describe(e, job))
         run.log.error("failed: %s", describe(e, job),
                       exc_info=not isinstance(e, JankycronError))
         raise
-    ledger.save_state(job.name, run.state)
-    ledger.finish_run(run_id, RunStatus.STAGED, rows_extracted=extracted, rows_staged=staged,
-                      rows_rejected=extracted - staged)
-    run.log.info("staged %d of %d records", staged, extracted)
-    if load:
-        load_tables(ctx, job.tables, run_id=run_id)
+    try:
+        ledger.save_state(job.name, run.state)
+        ledger.finish_run(run_id, RunStatus.STAGED, rows_extracted=extracted,
+                          rows_staged=staged, rows_rejected=extracted - staged)
+        run.log.info("staged %d of %d records", staged, extracted)
+        if load:
+            load_tables(ctx, job.tables, run_id=run_id, prefills=prefills)
+    finally:
+        for p in prefills.values():  # the ones a failed load did not reach
+            if p:
+                p.discard()
     return ledger.run(run_id)
 
 
-def load_tables(ctx: Context, tables: dict[str, tuple[str, ...]],
-                run_id: str | None = None) -> list[LoadResult]:
+def load_tables(ctx: Context, tables: dict[str, tuple[str, ...]], run_id: str | None = None,
+                prefills: dict[str, Prefill | None] | None = None) -> list[LoadResult]:
     """Load the pending batches of each table; a failure is noted on the run and re-raised."""
     results = []
     for table, key in tables.items():
         try:
-            results.append(ctx.loader.load_table(table, key))
+            results.append(ctx.loader.load_table(table, key, (prefills or {}).get(table)))
         except JankycronError as e:
             if run_id:
                 ctx.ledger.finish_run(run_id, RunStatus.STAGED,

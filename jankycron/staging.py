@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -330,8 +330,10 @@ class BatchWriter:
     whatever the number of records. ``close()`` uploads the last part, then the manifest.
     """
 
-    def __init__(self, store: Store, table: str, prefix: str, part_size: int):
+    def __init__(self, store: Store, table: str, prefix: str, part_size: int,
+                 on_part: Callable[[str], None] | None = None):
         self.store, self.table, self.prefix, self.part_size = store, table, prefix, part_size
+        self.on_part = on_part  # told each part's key once it is in the store
         self.rows = 0
         self.parts: list[str] = []
         self._keysets: Counter[tuple[str, ...]] = Counter()
@@ -391,6 +393,8 @@ class BatchWriter:
             self._gz = self._tmp = None
         self.parts.append(key)
         log.debug("staged %s", key)
+        if self.on_part:
+            self.on_part(key)
 
     def close(self) -> StagedBatch:
         try:

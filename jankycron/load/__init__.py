@@ -11,8 +11,11 @@ the two finds its batches recorded in the warehouse next time and does not load 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,6 +86,81 @@ def isolate(session: Session, lo: int, hi: int, result: LoadResult) -> list[tupl
     return isolate(session, lo, mid, result) + isolate(session, mid + 1, hi, result)
 
 
+@dataclass
+class Filled:
+    """A session whose ``raw`` and ``stage`` hold batches' lines, validated."""
+
+    session: Session
+    ranges: dict[str, tuple[int, int]]  # batch id -> its lines in raw
+    bad: list[tuple[int, str]]  # (line, reason) of every line the warehouse refused
+    parts: list[str] | None = None  # for a prefilled session: the part keys it holds
+
+
+class Prefill:
+    """Validates a batch's parts in the warehouse while the job is still extracting.
+
+    A ``--local`` run would otherwise do all the warehouse work after the Python work; fed part
+    by part (``part_staged`` is called as each part lands in the store), the warehouse works on
+    the other core meanwhile. The loader uses the result only if, at load time, this batch is
+    the table's only pending batch and its manifest lists exactly the parts fed; otherwise it
+    discards it and loads as usual. Any error here just discards it too.
+    """
+
+    def __init__(self, loader: Loader, table: str, key: tuple[str, ...], batch_id: str):
+        self.loader, self.table, self.key, self.batch_id = loader, table, key, batch_id
+        self.parts: list[str] = []
+        self.result = LoadResult(table)
+        self.session: Session | None = None
+        self.bad: list[tuple[int, str]] = []
+        self.lines = 0
+        self.failed: BaseException | None = None
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name=f"jankycron-prefill-{table}",
+                                        daemon=True)
+        self._thread.start()
+
+    def part_staged(self, part_key: str) -> None:
+        self._queue.put(part_key)
+
+    def _work(self) -> None:
+        while (part_key := self._queue.get()) is not None:
+            if self.failed is not None:
+                continue
+            try:
+                if self.session is None:
+                    columns = self.loader.schema.columns(self.table)
+                    self.session = self.loader.warehouse.session(self.table, columns, self.key)
+                with open_part(self.loader.store, part_key) as part:
+                    count = self.session.add_lines(part)
+                if count:
+                    self.bad += isolate(self.session, self.lines + 1, self.lines + count,
+                                        self.result)
+                self.lines += count
+                self.parts.append(part_key)
+            except BaseException as e:  # the ordinary load path will meet it again
+                log.info("%s: validating while extracting stopped: %s", self.table, e)
+                self.failed = e
+
+    def finish(self) -> Filled | None:
+        """Wait for the parts fed so far; the validated session, or None if it failed."""
+        self._queue.put(None)
+        self._thread.join()
+        if self.failed is not None or self.session is None:
+            self.discard()
+            return None
+        return Filled(self.session, {self.batch_id: (1, self.lines)}, self.bad, self.parts)
+
+    def discard(self) -> None:
+        """Stop and close; safe to call again, and after ``finish``."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self.session is not None:
+            with contextlib.suppress(Exception):
+                self.session.close()
+            self.session = None
+
+
 class Loader:
     def __init__(self, settings: Settings, ledger: Ledger, store: Store, warehouse: Warehouse,
                  progress: Progress | None = None):
@@ -90,14 +168,25 @@ class Loader:
         self.schema = SchemaCache(warehouse)
         self.progress = progress or (lambda msg: log.info("%s", msg))
 
-    def load_table(self, table: str, key: tuple[str, ...]) -> LoadResult:
+    def prefill(self, table: str, key: tuple[str, ...], batch_id: str) -> Prefill | None:
+        """Start validating a batch while it is being staged (see ``Prefill``)."""
+        if not self.warehouse.supports_prefill:
+            return None
+        return Prefill(self, table, key, batch_id)
+
+    def load_table(self, table: str, key: tuple[str, ...],
+                   prefill: Prefill | None = None) -> LoadResult:
         """Load every pending batch of ``table`` now."""
         result = LoadResult(table)
+        filled = prefill.finish() if prefill else None
+        if prefill:
+            result.validations += prefill.result.validations
         for _ in range(3):  # another loader may finish some of the batches under our feet
             try:
-                return self._load_once(table, key, result)
+                return self._load_once(table, key, result, filled)
             except AlreadyLoaded as raced:
                 self._record_loaded(raced.loaded)
+                filled = None
         return result
 
     def _record_loaded(self, loaded: list[Loaded]) -> None:
@@ -105,9 +194,12 @@ class Loader:
             {x.batch_id: (BatchStatus.LOADED, x.rows_loaded, x.rows_rejected, {})
              for x in loaded})
 
-    def _load_once(self, table: str, key: tuple[str, ...], result: LoadResult) -> LoadResult:
+    def _load_once(self, table: str, key: tuple[str, ...], result: LoadResult,
+                   filled: Filled | None = None) -> LoadResult:
         pending = self.ledger.pending_batches(table)
         if not pending:
+            if filled:
+                filled.session.close()
             return result
         columns = self.schema.columns(table)
         names = {c.name for c in columns}
@@ -115,7 +207,7 @@ class Loader:
         if missing:
             raise TerminalError(f"table {table} has no column {', '.join(missing)} "
                                 "(its merge key)")
-        session = self.warehouse.session(table, columns, key)
+        session = filled.session if filled else self.warehouse.session(table, columns, key)
         try:
             done = session.already_loaded([b.id for b in pending])
             if done:  # committed by a loader that died before it updated the ledger
@@ -131,21 +223,13 @@ class Loader:
                 return result
             rows = sum(b.rows for b in batches)
             self.progress(f"{table}: loading {len(batches)} batch(es), {rows:,} rows")
-            clock = time.monotonic()
-            ranges: dict[str, tuple[int, int]] = {}
-            n = 0
-            for b in batches:
-                count = 0
-                for part_key in read_manifest(self.store, b.manifest_key):
-                    with open_part(self.store, part_key) as part:
-                        count += session.add_lines(part)
-                ranges[b.id] = (n + 1, n + count)
-                n += count
-            log.info("%s: read %d staged lines in %.2fs", table, n, time.monotonic() - clock)
-            clock = time.monotonic()
-            bad = isolate(session, 1, n, result) if n else []
-            log.info("%s: %d validation(s) in %.2fs", table, result.validations,
-                     time.monotonic() - clock)
+            if filled and not self._fits(filled, batches):
+                session.close()
+                session, filled = self.warehouse.session(table, columns, key), None
+            if filled:
+                ranges, bad = filled.ranges, filled.bad
+            else:
+                ranges, bad = self._fill(session, batches, result)
             if bad:
                 self.progress(f"{table}: {len(bad):,} row(s) refused by the warehouse "
                               f"({result.validations} validations)")
@@ -176,6 +260,33 @@ class Loader:
         self.progress(f"{table}: merged {result.rows_loaded:,} rows, "
                       f"{result.rows_rejected:,} dead-lettered")
         return result
+
+    def _fits(self, filled: Filled, batches: list[Batch]) -> bool:
+        """Does the prefilled session hold exactly these batches' lines?"""
+        if [b.id for b in batches] != list(filled.ranges):
+            return False
+        (b,) = batches
+        return read_manifest(self.store, b.manifest_key) == filled.parts
+
+    def _fill(self, session: Session, batches: list[Batch],
+              result: LoadResult) -> tuple[dict[str, tuple[int, int]], list[tuple[int, str]]]:
+        """Stream the batches' lines into the session and validate them."""
+        clock = time.monotonic()
+        ranges: dict[str, tuple[int, int]] = {}
+        n = 0
+        for b in batches:
+            count = 0
+            for part_key in read_manifest(self.store, b.manifest_key):
+                with open_part(self.store, part_key) as part:
+                    count += session.add_lines(part)
+            ranges[b.id] = (n + 1, n + count)
+            n += count
+        log.info("%s: read %d staged lines in %.2fs", session.table, n, time.monotonic() - clock)
+        clock = time.monotonic()
+        bad = isolate(session, 1, n, result) if n else []
+        log.info("%s: %d validation(s) in %.2fs", session.table, result.validations,
+                 time.monotonic() - clock)
+        return ranges, bad
 
     @staticmethod
     def _dead_letters(session: Session, batches: list[Batch], ranges: dict[str, tuple[int, int]],

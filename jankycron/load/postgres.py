@@ -52,6 +52,7 @@ def _first_line(e: BaseException) -> str:
 
 class PostgresWarehouse(Warehouse):
     name = "postgresql"
+    supports_prefill = True
 
     def __init__(self, url: str, statement_timeout: float):
         self.url = url.replace("postgres://", "postgresql://", 1)

@@ -226,6 +226,9 @@ class Warehouse:
     """A warehouse connection factory: schema look-ups and load sessions."""
 
     name: str
+    # Can a load session validate on another thread while the job extracts (load.Prefill)?
+    # Only where every session has its own connection.
+    supports_prefill = False
 
     def columns(self, table: str) -> list[Column]:
         raise NotImplementedError
