@@ -30,6 +30,7 @@ import argparse
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -240,8 +241,8 @@ def main() -> None:
                 print(f"  repeat {r + 1}: ratio jankycron / hand-written = {ratios[-1]:.2f}x",
                       flush=True)
             if len(ratios) > 1:
-                print(f"ratio min {min(ratios):.2f}x, max {max(ratios):.2f}x "
-                      f"(target: <= 1.5x)")
+                print(f"ratio median {statistics.median(ratios):.2f}x, min {min(ratios):.2f}x, "
+                      f"max {max(ratios):.2f}x (target: <= 1.5x)")
             if args.memory:
                 print("peak RSS of the jankycron path against N:", flush=True)
                 peaks = {}

@@ -7,8 +7,10 @@ The order is what makes "drop nothing" hold:
 3. the batches are recorded in the ledger as pending and the job's state is saved;
 4. the loader merges the pending batches of each table.
 
-A crash before 3 leaves unreferenced objects and a run marked running (the run is redone); a
-failure in 4 leaves the batches pending for the next load, and the run shows ``staged``.
+Where the warehouse allows, its validation of the parts starts during 1 (``load.Prefill``);
+nothing is merged before 3. A crash before 3 leaves unreferenced objects and a run marked
+running (the run is redone); a failure in 4 leaves the batches pending for the next load, and
+the run shows ``staged``.
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ class Prefill:
                                         self.result)
                 self.lines += count
                 self.parts.append(part_key)
-            except BaseException as e:  # the ordinary load path will meet it again
+            except Exception as e:  # the ordinary load path will meet it again
                 log.info("%s: validating while extracting stopped: %s", self.table, e)
                 self.failed = e
 
@@ -179,7 +179,7 @@ class Loader:
         """Load every pending batch of ``table`` now."""
         result = LoadResult(table)
         filled = prefill.finish() if prefill else None
-        if prefill:
+        if filled and prefill:
             result.validations += prefill.result.validations
         for _ in range(3):  # another loader may finish some of the batches under our feet
             try:
