@@ -17,7 +17,7 @@ from . import migrate as migrations
 from .config import Settings, redact
 from .discovery import Registry, discover
 from .errors import ConfigError, JankycronError
-from .runner import Context, describe, load_tables, run_job
+from .runner import Context, describe, load_tables, replay, run_job
 from .schedule import Interval, fmt, parse_day
 
 log = logging.getLogger(__name__)
@@ -277,14 +277,25 @@ def history_cmd(app: App, job_name: str | None, limit: int, as_json: bool) -> No
 
 # ------------------------------------------------------------------------------ deadletters
 @command(cli, "deadletters")
-@click.argument("table", required=False)
+@click.argument("words", nargs=-1, metavar="[TABLE] | replay TABLE")
 @click.option("--run", "run_id", help="Only this run's dead letters.")
 @click.option("--limit", default=1000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def deadletters_cmd(app: App, table: str | None, run_id: str | None, limit: int,
+def deadletters_cmd(app: App, words: tuple[str, ...], run_id: str | None, limit: int,
                     as_json: bool) -> None:
-    """Records that did not land, with the reason (all tables, or TABLE)."""
-    rows = app.ctx.ledger.deadletters(table, run_id, limit)
+    """Records that did not land, with the reason (all tables, or TABLE).
+
+    `deadletters replay TABLE [--run RUN]` stages them again (after the table was widened,
+    say) and loads them: each lands once, and leaves the list; one that still does not fit
+    comes back with the new reason.
+    """
+    if words[:1] == ("replay",):
+        if len(words) != 2:
+            raise click.UsageError("usage: jankycron deadletters replay TABLE [--run RUN]")
+        return _replay(app, words[1], run_id, as_json)
+    if len(words) > 1:
+        raise click.UsageError("give one TABLE, or: replay TABLE")
+    rows = app.ctx.ledger.deadletters(words[0] if words else None, run_id, limit)
     if as_json:
         return _dump(rows)
     if not rows:
@@ -293,6 +304,22 @@ def deadletters_cmd(app: App, table: str | None, run_id: str | None, limit: int,
     _table([[r["table"], r["job"], r["run_id"], str(r["line"]), r["reason"][:80],
              r["record"][:60]] for r in rows],
            ["TABLE", "JOB", "RUN", "LINE", "REASON", "RECORD"])
+
+
+def _replay(app: App, table: str, run_id: str | None, as_json: bool) -> None:
+    tables = app.registry.tables()
+    if table not in tables:
+        raise ConfigError(f"no job feeds table {table!r}")
+    runs, skipped = replay(app.ctx, table, tables[table], run_id)
+    if skipped:
+        click.echo(f"{skipped} dead letter(s) cannot be replayed: the job yielded values JSON "
+                   "cannot hold exactly; fix the job and rerun their interval", err=True)
+    if as_json:
+        return _dump(runs)
+    if not runs:
+        click.echo("nothing to replay")
+    for row in runs:
+        _print_run(row)
 
 
 # ---------------------------------------------------------------------------------- migrate

@@ -70,6 +70,9 @@ SCHEMA = [
 ]
 
 
+REPLAY_PREFIX = "replay/"  # where replayed dead letters are staged (see runner.replay)
+
+
 def now() -> str:
     return fmt(datetime.now(UTC))
 
@@ -89,6 +92,12 @@ class Batch:
     manifest_key: str
     rows: int
     key_counts: dict[str, int]
+
+    @property
+    def is_replay(self) -> bool:
+        """Replayed dead letters: not an extraction of its interval, so it neither supersedes
+        nor is superseded by the interval's runs."""
+        return self.manifest_key.startswith(REPLAY_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -277,7 +286,8 @@ class Ledger:
                         "AND batch_id IN (SELECT o.id FROM jc_batches o JOIN jc_batches b ON "
                         "o.job = b.job AND o.table_name = b.table_name AND o.interval_start = "
                         "b.interval_start AND o.interval_end = b.interval_end AND o.id < b.id "
-                        "WHERE b.id = ?)", (bid,))
+                        "WHERE b.id = ? AND substr(b.manifest_key, 1, ?) <> ?)",
+                        (bid, len(REPLAY_PREFIX), REPLAY_PREFIX))
             run_ids = {bid.rsplit(".", 1)[0] for bid in outcomes}
             for run_id in sorted(run_ids):
                 self._roll_up(cur, run_id, at)
@@ -320,9 +330,17 @@ class Ledger:
                      d.object_key, at),
                 )
 
+    def mark_replayed(self, letters: Iterable[dict[str, Any]]) -> None:
+        """Take dead letters off the open list: their records are in a replay batch now."""
+        with self.transaction() as cur:
+            for d in letters:
+                cur.execute("UPDATE jc_deadletters SET status = 'replayed' WHERE batch_id = ? AND "
+                            "phase = ? AND line = ?", (d["batch_id"], d["phase"], d["line"]))
+
     def deadletters(self, table: str | None = None, run_id: str | None = None,
-                    limit: int = 1000) -> list[dict[str, Any]]:
-        """Open dead letters (not superseded by a newer run of the same interval), newest first."""
+                    limit: int | None = 1000) -> list[dict[str, Any]]:
+        """Open dead letters (not superseded by a newer run of the same interval, not replayed),
+        newest first."""
         where, args = ["status = 'open'"], []
         for column, value in (("table_name", table), ("run_id", run_id)):
             if value:
@@ -331,7 +349,7 @@ class Ledger:
         rows = self._rows(
             f"SELECT * FROM jc_deadletters WHERE {' AND '.join(where)} "
             "ORDER BY created_at DESC, batch_id, line LIMIT ?",
-            (*args, limit),
+            (*args, -1 if limit is None and self.kind == "sqlite" else limit),
         )
         return [
             {"table": r["table_name"], "job": r["job"], "run_id": r["run_id"],

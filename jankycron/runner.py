@@ -15,9 +15,11 @@ the run shows ``staged``.
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from collections.abc import Callable
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from . import deadletters
 from .config import Settings
 from .errors import JankycronError, SkipRun, TerminalError
 from .job import Job, Routed, Run
-from .ledger import DeadLetter, Ledger, RunStatus
+from .ledger import REPLAY_PREFIX, DeadLetter, Ledger, RunStatus
 from .load import Loader, LoadResult, Prefill, open_warehouse
 from .load.warehouse import Warehouse
 from .schedule import Interval
@@ -183,3 +185,50 @@ def load_tables(ctx: Context, tables: dict[str, tuple[str, ...]], run_id: str | 
                                       error=f"load of {table} pending: {e}")
             raise
     return results
+
+
+def replay(ctx: Context, table: str, key: tuple[str, ...], run_id: str | None = None
+           ) -> tuple[list[dict[str, Any]], int]:
+    """Re-stage the open dead letters of ``table`` (e.g. after the table was widened) and load
+    them; returns the replay runs and how many dead letters could not be replayed.
+
+    Only records the warehouse refused can be replayed: they are stored as the exact JSON line
+    that was staged. Records the job yielded in a form JSON cannot hold were never staged; the
+    fix for those is in the job, and a rerun of the interval.
+    """
+    ledger = ctx.ledger
+    letters = ledger.deadletters(table, run_id, limit=None)
+    replayable = [d for d in letters if d["phase"] == "load"]
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for d in replayable:
+        by_job.setdefault(d["job"], []).append(d)
+    runs = []
+    for job_name, items in sorted(by_job.items()):
+        originals = [ledger.run(r) for r in sorted({d["run_id"] for d in items})]
+        interval = Interval(min(_iso_utc(r["start"]) for r in originals),
+                            max(_iso_utc(r["end"]) for r in originals))
+        new_run = ledger.start_run(job_name, interval)
+        writer = BatchWriter(ctx.store, table, f"{REPLAY_PREFIX}{table}/{new_run}",
+                             ctx.settings.part_size)
+        try:
+            for d in sorted(items, key=lambda d: (d["run_id"], d["line"])):
+                writer.write_line(d["record"].encode() + b"\n", json.loads(d["record"]))
+            staged = writer.close()
+        except BaseException as e:
+            writer.abort()
+            ledger.finish_run(new_run, RunStatus.FAILED, error=describe(e))
+            raise
+        ledger.add_batch(new_run, job_name, interval, table, staged.manifest_key, staged.rows,
+                         staged.key_counts)
+        ledger.mark_replayed(items)  # their records are in the pending replay batch now
+        ledger.finish_run(new_run, RunStatus.STAGED, rows_extracted=staged.rows,
+                          rows_staged=staged.rows, rows_rejected=0)
+        ctx.progress(f"{table}: replaying {staged.rows:,} dead letter(s) of job {job_name}")
+        runs.append(new_run)
+    if runs:
+        load_tables(ctx, {table: key}, run_id=runs[-1])
+    return [ledger.run(r) for r in runs], len(letters) - len(replayable)
+
+
+def _iso_utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

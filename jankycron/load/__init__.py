@@ -216,9 +216,11 @@ class Loader:
                 pending = [b for b in pending if b.id not in gone]
             newest: dict[tuple, Batch] = {}
             for b in pending:  # ordered by interval, then run id: the last one is the newest
-                newest[(b.job, b.interval)] = b
-            batches = [b for b in pending if newest[(b.job, b.interval)] is b]
-            superseded = [b for b in pending if newest[(b.job, b.interval)] is not b]
+                if not b.is_replay:
+                    newest[(b.job, b.interval)] = b
+            superseded = [b for b in pending
+                          if not b.is_replay and newest[(b.job, b.interval)] is not b]
+            batches = [b for b in pending if b not in superseded]
             if not pending:
                 return result
             rows = sum(b.rows for b in batches)
