@@ -124,6 +124,8 @@ def check_cmd(app: App) -> None:
         ("ledger", s.state_url, lambda: app.ctx.ledger),
         ("object store", s.store_url, lambda: app.ctx.store.check()),
         ("warehouse", s.warehouse_url, lambda: app.ctx.warehouse.check()),
+        *([("lock store", s.lock_url, lambda: app.ctx.loader.locks.ping())] if s.lock_url
+          else []),
     ):
         try:
             probe()

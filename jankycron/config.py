@@ -21,6 +21,7 @@ DEFAULTS = {
     "JANKYCRON_STATE_URL": "sqlite:///./var/state.db",
     "JANKYCRON_STATEMENT_TIMEOUT": "15m",
     "JANKYCRON_PART_SIZE": "16MB",
+    "JANKYCRON_LOCK_WAIT": "60s",
 }
 
 STORE_SCHEMES = ("s3", "file")
@@ -78,6 +79,20 @@ def _check_scheme(name: str, url: str, schemes: tuple[str, ...]) -> str:
     return url
 
 
+def _lock_url(environ: Mapping[str, str]) -> str | None:
+    """``JANKYCRON_LOCK_URL``, else the broker when one is configured and is Redis: the
+    embedded defaults run without any server, so no lock store is assumed."""
+    url = environ.get("JANKYCRON_LOCK_URL") or environ.get("JANKYCRON_BROKER_URL") or None
+    if url is None or url.lower() in ("none", "off"):
+        return None
+    if urlsplit(url).scheme not in ("redis", "rediss"):
+        name = "JANKYCRON_LOCK_URL" if environ.get("JANKYCRON_LOCK_URL") else None
+        if name:
+            raise ConfigError(f"{name}={redact(url)}: expected redis:// or rediss://")
+        return None  # a non-Redis broker: no lock store
+    return url
+
+
 @dataclass(frozen=True, repr=False)
 class Settings:
     jobs_path: Path
@@ -87,6 +102,8 @@ class Settings:
     state_url: str
     statement_timeout: float  # seconds, applied to every warehouse session
     part_size: int  # bytes of NDJSON before a staged part is rotated
+    lock_url: str | None = None  # Redis for per-table load locks; None: no cross-host lock
+    lock_wait: float = 60.0  # how long a loader waits for a table another loader holds
     aws_endpoint_url: str | None = None
     aws_region: str | None = None
     # Credentials are optional: without them boto3 uses its standard chain (instance role...).
@@ -125,6 +142,8 @@ class Settings:
                 get("JANKYCRON_STATEMENT_TIMEOUT"), "JANKYCRON_STATEMENT_TIMEOUT"
             ),
             part_size=parse_size(get("JANKYCRON_PART_SIZE"), "JANKYCRON_PART_SIZE"),
+            lock_url=_lock_url(environ),
+            lock_wait=parse_duration(get("JANKYCRON_LOCK_WAIT"), "JANKYCRON_LOCK_WAIT"),
             aws_endpoint_url=opt("AWS_ENDPOINT_URL_S3") or opt("AWS_ENDPOINT_URL"),
             aws_region=opt("AWS_REGION") or opt("AWS_DEFAULT_REGION"),
             aws_access_key_id=opt("AWS_ACCESS_KEY_ID"),
@@ -152,7 +171,8 @@ class Settings:
         """Every secret value held, so that output can be scrubbed of them."""
         values = [self.aws_secret_access_key, self.aws_session_token, self.sentry_dsn,
                   self.segment_secret]
-        for url in (self.store_url, self.warehouse_url, self.state_url, self.broker_url):
+        for url in (self.store_url, self.warehouse_url, self.state_url, self.broker_url,
+                    self.lock_url or ""):
             password = urlsplit(url).password
             values.append(password)
         return [v for v in values if v]

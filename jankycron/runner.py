@@ -60,7 +60,13 @@ class Context:
 
     @cached_property
     def loader(self) -> Loader:
-        return Loader(self.settings, self.ledger, self.store, self.warehouse, self.progress)
+        locks = None
+        if self.settings.lock_url:
+            from .load.lock import RedisLocks
+
+            locks = RedisLocks(self.settings.lock_url, wait=self.settings.lock_wait)
+        return Loader(self.settings, self.ledger, self.store, self.warehouse, self.progress,
+                      locks)
 
     def close(self) -> None:
         for name in ("warehouse", "ledger"):

@@ -26,6 +26,7 @@ from ..config import Settings
 from ..errors import ConfigError, TerminalError
 from ..ledger import Batch, BatchStatus, DeadLetter, Ledger
 from ..staging import Store, open_part, read_manifest
+from .lock import RedisLocks
 from .warehouse import AlreadyLoaded, Column, Loaded, Session, Warehouse
 
 log = logging.getLogger(__name__)
@@ -163,10 +164,12 @@ class Prefill:
 
 class Loader:
     def __init__(self, settings: Settings, ledger: Ledger, store: Store, warehouse: Warehouse,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, locks: RedisLocks | None = None):
         self.settings, self.ledger, self.store, self.warehouse = settings, ledger, store, warehouse
         self.schema = SchemaCache(warehouse)
         self.progress = progress or (lambda msg: log.info("%s", msg))
+        self.locks = locks  # one loader per table across processes (None: the warehouse's
+        # own table lock and jankycron_loads still prevent double merges)
 
     def prefill(self, table: str, key: tuple[str, ...], batch_id: str) -> Prefill | None:
         """Start validating a batch while it is being staged (see ``Prefill``)."""
@@ -176,18 +179,29 @@ class Loader:
 
     def load_table(self, table: str, key: tuple[str, ...],
                    prefill: Prefill | None = None) -> LoadResult:
-        """Load every pending batch of ``table`` now."""
+        """Load every pending batch of ``table`` now (waiting for the table's lock)."""
         result = LoadResult(table)
         filled = prefill.finish() if prefill else None
         if filled and prefill:
             result.validations += prefill.result.validations
-        for _ in range(3):  # another loader may finish some of the batches under our feet
-            try:
-                return self._load_once(table, key, result, filled)
-            except AlreadyLoaded as raced:
-                self._record_loaded(raced.loaded)
-                filled = None
-        return result
+        try:
+            lock = self.locks.acquire(table) if self.locks else None
+        except BaseException:
+            if filled:
+                filled.session.close()
+            raise
+        try:
+            for _ in range(3):  # another loader may finish some batches under our feet
+                try:
+                    return self._load_once(table, key, result, filled,
+                                           lock.ensure_owned if lock else None)
+                except AlreadyLoaded as raced:
+                    self._record_loaded(raced.loaded)
+                    filled = None
+            return result
+        finally:
+            if lock:
+                lock.release()
 
     def _record_loaded(self, loaded: list[Loaded]) -> None:
         self.ledger.batches_done(
@@ -195,7 +209,8 @@ class Loader:
              for x in loaded})
 
     def _load_once(self, table: str, key: tuple[str, ...], result: LoadResult,
-                   filled: Filled | None = None) -> LoadResult:
+                   filled: Filled | None = None,
+                   before_commit: Callable[[], None] | None = None) -> LoadResult:
         pending = self.ledger.pending_batches(table)
         if not pending:
             if filled:
@@ -248,7 +263,8 @@ class Loader:
                 for k, c in dropped.items():
                     result.dropped_keys[k] = result.dropped_keys.get(k, 0) + c
             clock = time.monotonic()
-            session.merge(loaded, json.dumps(result.dropped_keys, sort_keys=True)[:4000])
+            session.merge(loaded, json.dumps(result.dropped_keys, sort_keys=True)[:4000],
+                          before_commit)
             log.info("%s: merged in %.2fs", table, time.monotonic() - clock)
         finally:
             session.close()

@@ -14,7 +14,7 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -191,7 +191,8 @@ class DuckDBSession(Session):
                 "WHERE list_contains(?, batch_id)", (batch_ids,)).fetchall()
         return [Loaded(*r) for r in rows]
 
-    def merge(self, done: list[Loaded], dropped_keys: str) -> None:
+    def merge(self, done: list[Loaded], dropped_keys: str,
+              before_commit: Callable[[], None] | None = None) -> None:
         with self.wh.errors("merge"):
             self.wh.execute("BEGIN")
             try:
@@ -205,6 +206,8 @@ class DuckDBSession(Session):
                         f"INSERT INTO {LOADS_TABLE} VALUES (?, ?, ?, ?, ?, "
                         "CAST(now() AT TIME ZONE 'UTC' AS TIMESTAMP))",
                         (d.batch_id, self.table, d.rows_loaded, d.rows_rejected, dropped_keys))
+                if before_commit:
+                    before_commit()
             except BaseException:
                 self.wh.conn.execute("ROLLBACK")
                 raise

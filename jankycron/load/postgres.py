@@ -9,7 +9,7 @@ JSON during validation. Every session sets ``statement_timeout`` and ``TimeZone=
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 import psycopg2
@@ -195,7 +195,8 @@ class PostgresSession(Session):
             "WHERE batch_id = ANY(%s)", (batch_ids,))
         return [Loaded(*r) for r in rows]
 
-    def merge(self, done: list[Loaded], dropped_keys: str) -> None:
+    def merge(self, done: list[Loaded], dropped_keys: str,
+              before_commit: Callable[[], None] | None = None) -> None:
         t = quote_ident(self.table)
         with self.wh.errors("merge"), self.conn.cursor() as cur:
             cur.execute("BEGIN")
@@ -216,6 +217,8 @@ class PostgresSession(Session):
                     [(d.batch_id, self.table, d.rows_loaded, d.rows_rejected, dropped_keys)
                      for d in done],
                 )
+                if before_commit:
+                    before_commit()
             except BaseException:
                 if not self.conn.closed:
                     cur.execute("ROLLBACK")

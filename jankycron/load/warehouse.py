@@ -20,7 +20,7 @@ truncated or shifted. Timestamps with an offset are converted to UTC for ``times
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -205,10 +205,12 @@ class Session:
     def already_loaded(self, batch_ids: list[str]) -> list[Loaded]:
         raise NotImplementedError
 
-    def merge(self, done: list[Loaded], dropped_keys: str) -> None:
+    def merge(self, done: list[Loaded], dropped_keys: str,
+              before_commit: Callable[[], None] | None = None) -> None:
         """Merge ``stage`` into the target and record ``done`` in one transaction.
 
-        Raises ``AlreadyLoaded`` (rolling back) if another loader recorded any of them first.
+        Raises ``AlreadyLoaded`` (rolling back) if another loader recorded any of them first;
+        ``before_commit`` (the table lock's ownership check) may raise to roll back too.
         """
         raise NotImplementedError
 
