@@ -37,12 +37,9 @@ from pathlib import Path
 
 import psycopg2
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from jankycron.config import Settings  # noqa: E402
-from jankycron.discovery import discover  # noqa: E402
-from jankycron.runner import Context, run_job  # noqa: E402
+from jankycron.config import Settings
+from jankycron.discovery import discover
+from jankycron.runner import Context, run_job
 
 PG_ADMIN = os.environ.get("JANKYCRON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 DAY = date(2026, 11, 20)

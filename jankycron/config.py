@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
+from .schedule import MaintenanceWindow
 
 DEFAULTS = {
     "JANKYCRON_JOBS_PATH": "./jobs",
@@ -112,7 +113,7 @@ class Settings:
     aws_session_token: str | None = field(default=None, repr=False)
     sentry_dsn: str | None = field(default=None, repr=False)
     redshift_iam_role: str | None = None
-    maintenance_window: str | None = None
+    maintenance_window: MaintenanceWindow | None = None
     segment_secret: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -151,7 +152,8 @@ class Settings:
             aws_session_token=opt("AWS_SESSION_TOKEN"),
             sentry_dsn=opt("SENTRY_DSN"),
             redshift_iam_role=opt("JANKYCRON_REDSHIFT_IAM_ROLE"),
-            maintenance_window=opt("JANKYCRON_MAINTENANCE_WINDOW"),
+            maintenance_window=MaintenanceWindow.parse(opt("JANKYCRON_MAINTENANCE_WINDOW"))
+            if opt("JANKYCRON_MAINTENANCE_WINDOW") else None,
             segment_secret=opt("JANKYCRON_SEGMENT_SECRET"),
         )
 

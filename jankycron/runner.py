@@ -19,14 +19,14 @@ import json
 import logging
 import traceback
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from . import deadletters
 from .config import Settings
-from .errors import JankycronError, SkipRun, TerminalError
+from .errors import JankycronError, SkipRun, TerminalError, TransientError
 from .job import Job, Routed, Run
 from .ledger import REPLAY_PREFIX, DeadLetter, Ledger, RunStatus
 from .load import Loader, LoadResult, Prefill, open_warehouse
@@ -186,10 +186,14 @@ def load_tables(ctx: Context, tables: dict[str, tuple[str, ...]], run_id: str | 
         try:
             results.append(ctx.loader.load_table(table, key, (prefills or {}).get(table)))
         except JankycronError as e:
+            window = ctx.settings.maintenance_window
+            if isinstance(e, TransientError) and window and window.contains(datetime.now(UTC)):
+                e = type(e)(f"{e} (inside the maintenance window {window}: expected; the "
+                            "batches stay pending and load after it)")
             if run_id:
                 ctx.ledger.finish_run(run_id, RunStatus.STAGED,
                                       error=f"load of {table} pending: {e}")
-            raise
+            raise e from None
     return results
 
 

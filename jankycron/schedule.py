@@ -116,3 +116,52 @@ def parse_day(value: str) -> date | datetime:
         raise ConfigError(
             f"{value!r} is not a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM)"
         ) from None
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    """Weekly windows in UTC when warehouse failures are expected (Redshift's maintenance),
+    e.g. ``mon 02:00-02:30``; several separated by commas. A window may cross midnight."""
+
+    spans: tuple[tuple[int, int], ...]  # (start, end) in minutes from Monday 00:00
+
+    @classmethod
+    def parse(cls, text: str) -> MaintenanceWindow:
+        spans = []
+        for part in text.split(","):
+            words = part.strip().lower().split()
+            try:
+                day, times = words
+                start_s, end_s = times.split("-")
+                start = _DAYS.index(day[:3]) * 1440 + _minutes(start_s)
+                length = (_minutes(end_s) - _minutes(start_s)) % 1440
+            except (ValueError, IndexError):
+                raise ConfigError(
+                    f"JANKYCRON_MAINTENANCE_WINDOW={text!r}: expected windows like "
+                    "'mon 02:00-02:30' (UTC), separated by commas") from None
+            if length == 0:
+                raise ConfigError(f"JANKYCRON_MAINTENANCE_WINDOW={text!r}: empty window")
+            spans.append((start, start + length))
+        return cls(tuple(spans))
+
+    def contains(self, t: datetime) -> bool:
+        t = utc(t)
+        minute = t.weekday() * 1440 + t.hour * 60 + t.minute
+        week = 7 * 1440
+        return any(start <= minute < end or start <= minute + week < end
+                   for start, end in self.spans)
+
+    def __str__(self) -> str:
+        return ", ".join(
+            f"{_DAYS[s // 1440]} {s % 1440 // 60:02d}:{s % 60:02d}-"
+            f"{e % 1440 // 60:02d}:{e % 60:02d}" for s, e in self.spans) + " UTC"
+
+
+def _minutes(hhmm: str) -> int:
+    h, m = hhmm.split(":")
+    if not (0 <= int(h) < 24 and 0 <= int(m) < 60):
+        raise ValueError(hhmm)
+    return int(h) * 60 + int(m)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -281,3 +282,19 @@ def test_run_without_local_says_the_workers_are_not_built(orders_ws: Workspace) 
     assert_one_error_line(proc, "not built", "--local")
     assert orders_ws.cli_json("history") == []
     assert warehouse_rows(orders_ws, "SELECT count(*) FROM orders") == [(0,)]
+
+
+def test_warehouse_down_inside_the_maintenance_window_says_it_is_expected(
+        duck_ws: Workspace) -> None:
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    end = start + timedelta(minutes=30)
+    window = f"{start.strftime('%a')} {start:%H:%M}-{end:%H:%M}"
+    closed = free_port()
+    duck_ws.write_job("orders", JOB)
+    proc = duck_ws.cli("run", "orders", "--date", DAY, "--local", env={
+        "JANKYCRON_WAREHOUSE_URL": f"postgresql://analyst:{PASSWORD}@127.0.0.1:{closed}/db",
+        "JANKYCRON_MAINTENANCE_WINDOW": window})
+    assert_one_error_line(proc, "inside the maintenance window", "stay pending",
+                          secrets=(PASSWORD,))
+    (run,) = duck_ws.cli_json("history")
+    assert run["status"] == "staged" and "maintenance window" in run["error"]

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from jankycron.errors import ConfigError, JobDefinitionError
-from jankycron.schedule import Interval, Schedule, parse_day
+from jankycron.schedule import Interval, MaintenanceWindow, Schedule, parse_day
 
 
 def at(*args: int) -> datetime:
@@ -65,3 +65,28 @@ def test_bad_cron_is_a_clear_error(expr: str) -> None:
 def test_bad_date_is_a_clear_error(text: str) -> None:
     with pytest.raises(ConfigError, match="YYYY-MM-DD"):
         parse_day(text)
+
+
+def test_maintenance_window_contains_its_minutes_only() -> None:
+    w = MaintenanceWindow.parse("mon 02:00-02:30")
+    assert str(w) == "mon 02:00-02:30 UTC"
+    monday = at(2026, 11, 23)  # a Monday
+    assert not w.contains(monday.replace(hour=1, minute=59))
+    assert w.contains(monday.replace(hour=2)) and w.contains(monday.replace(hour=2, minute=29))
+    assert not w.contains(monday.replace(hour=2, minute=30))
+    assert not w.contains(at(2026, 11, 24, 2, 10))  # Tuesday
+
+
+def test_maintenance_windows_across_midnight_and_the_week_end() -> None:
+    w = MaintenanceWindow.parse("sun 23:45-00:15, Wed 03:00-03:30")
+    assert w.contains(at(2026, 11, 29, 23, 50))  # Sunday night
+    assert w.contains(at(2026, 11, 30, 0, 10))  # Monday just after midnight
+    assert not w.contains(at(2026, 11, 30, 0, 15))
+    assert w.contains(at(2026, 11, 25, 3, 0))  # Wednesday
+
+
+@pytest.mark.parametrize("text", ["monday", "mon 2-3", "xyz 02:00-02:30", "mon 02:00-02:00",
+                                  "mon 25:00-02:00"])
+def test_a_bad_maintenance_window_is_a_clear_error(text: str) -> None:
+    with pytest.raises(ConfigError, match="JANKYCRON_MAINTENANCE_WINDOW"):
+        MaintenanceWindow.parse(text)
