@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from .. import deadletters
 from ..config import Settings
-from ..errors import ConfigError, TerminalError
+from ..errors import ConfigError, TerminalError, TransientError, WarehouseError
 from ..ledger import Batch, BatchStatus, DeadLetter, Ledger
 from ..staging import Store, open_part, read_manifest
 from .lock import RedisLocks
@@ -66,13 +66,16 @@ class SchemaCache:
         self.warehouse, self.ttl = warehouse, ttl
         self._cache: dict[str, tuple[float, list[Column]]] = {}
 
-    def columns(self, table: str) -> list[Column]:
+    def columns(self, table: str, fresh: bool = False) -> list[Column]:
         hit = self._cache.get(table)
-        if hit and time.monotonic() - hit[0] < self.ttl:
+        if hit and not fresh and time.monotonic() - hit[0] < self.ttl:
             return hit[1]
-        cols = self.warehouse.columns(table)
+        cols = self.warehouse.columns(table)  # a missing table is not cached: it may come
         self._cache[table] = (time.monotonic(), cols)
         return cols
+
+    def invalidate(self, table: str) -> None:
+        self._cache.pop(table, None)
 
 
 def isolate(session: Session, lo: int, hi: int, result: LoadResult) -> list[tuple[int, str]]:
@@ -191,6 +194,7 @@ class Loader:
                 filled.session.close()
             raise
         try:
+            schema_retried = False
             for _ in range(3):  # another loader may finish some batches under our feet
                 try:
                     return self._load_once(table, key, result, filled,
@@ -198,6 +202,14 @@ class Loader:
                 except AlreadyLoaded as raced:
                     self._record_loaded(raced.loaded)
                     filled = None
+                except WarehouseError as e:
+                    # The table changed since its columns were cached (a column dropped or
+                    # retyped): read them again and retry once; a real refusal fails again.
+                    if isinstance(e, TransientError) or schema_retried:
+                        raise
+                    log.info("%s: %s; reading its columns again", table, e)
+                    self.schema.invalidate(table)
+                    schema_retried, filled = True, None
             return result
         finally:
             if lock:
@@ -218,6 +230,10 @@ class Loader:
             return result
         columns = self.schema.columns(table)
         names = {c.name for c in columns}
+        if any(k not in names for b in pending for k in b.key_counts):
+            # Keys with no column: dropped, unless the column was added since we cached.
+            columns = self.schema.columns(table, fresh=True)
+            names = {c.name for c in columns}
         missing = [k for k in key if k not in names]
         if missing:
             raise TerminalError(f"table {table} has no column {', '.join(missing)} "
@@ -240,7 +256,7 @@ class Loader:
                 return result
             rows = sum(b.rows for b in batches)
             self.progress(f"{table}: loading {len(batches)} batch(es), {rows:,} rows")
-            if filled and not self._fits(filled, batches):
+            if filled and not self._fits(filled, batches, columns):
                 session.close()
                 session, filled = self.warehouse.session(table, columns, key), None
             if filled:
@@ -279,9 +295,9 @@ class Loader:
                       f"{result.rows_rejected:,} dead-lettered")
         return result
 
-    def _fits(self, filled: Filled, batches: list[Batch]) -> bool:
-        """Does the prefilled session hold exactly these batches' lines?"""
-        if [b.id for b in batches] != list(filled.ranges):
+    def _fits(self, filled: Filled, batches: list[Batch], columns: list[Column]) -> bool:
+        """Does the prefilled session hold exactly these batches' lines, for these columns?"""
+        if [b.id for b in batches] != list(filled.ranges) or filled.session.columns != columns:
             return False
         (b,) = batches
         return read_manifest(self.store, b.manifest_key) == filled.parts
