@@ -241,7 +241,9 @@ def backfill_cmd(app: App, job_name: str, start: str, end: str, local: bool,
 @command(cli, "load")
 @click.argument("table", required=False)
 @click.option("--local", is_flag=True, help="Load in this process (the only way for now).")
-def load_cmd(app: App, table: str | None, local: bool) -> None:
+@click.option("--dry-run", is_flag=True, help="Print the plan (batches, manifests, SQL) only.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
+def load_cmd(app: App, table: str | None, local: bool, dry_run: bool, as_json: bool) -> None:
     """Load pending staged batches now (all tables, or TABLE)."""
     tables = app.registry.tables()
     if table:
@@ -250,12 +252,32 @@ def load_cmd(app: App, table: str | None, local: bool) -> None:
         tables = {table: tables[table]}
     pending = {b.table for b in app.ctx.ledger.pending_batches()}
     todo = {t: k for t, k in tables.items() if t in pending}
+    if dry_run:
+        plans = [app.ctx.loader.plan(t, k) for t, k in todo.items()]
+        if as_json:
+            return _dump(plans)
+        for p in plans:
+            _print_plan(p)
     if not todo:
         click.echo("nothing pending")
+        return
+    if dry_run:
         return
     for r in load_tables(app.ctx, todo):
         click.echo(f"{r.table}: {r.batches} batch(es), {r.rows_loaded:,} loaded, "
                    f"{r.rows_rejected:,} dead-lettered")
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    click.echo(f"{plan['table']} (key {', '.join(plan['key'])}): {len(plan['batches'])} "
+               f"batch(es), {plan['rows']:,} rows in one transaction")
+    for b in plan["batches"]:
+        click.echo(f"  {b['id']}  {b['job']}  {b['start']}..{b['end']}  {b['rows']:,} rows, "
+                   f"{b['parts']} part(s)  {b['manifest']}")
+    for bid in plan["superseded"]:
+        click.echo(f"  {bid}  superseded by a newer run of the same interval: not loaded")
+    for stmt in plan["sql"]:
+        click.echo(f"    {stmt};")
 
 
 # ---------------------------------------------------------------------------------- history

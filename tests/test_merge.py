@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from conftest import Workspace, create_table, warehouse_rows
+
+from jankycron.discovery import discover
+from jankycron.runner import Context, run_job
 
 TABLE = "CREATE TABLE events (id bigint NOT NULL, day varchar(10), version varchar(20))"
 
@@ -115,3 +120,31 @@ def test_a_job_feeds_several_tables(ws: Workspace) -> None:
         (10, 1), (11, 1)]
     (run,) = ws.cli_json("history")
     assert (run["rows_extracted"], run["rows_loaded"], run["status"]) == (3, 3, "success")
+
+
+def test_load_dry_run_shows_the_plan_and_changes_nothing(ws: Workspace) -> None:
+    create_table(ws, TABLE)
+    ws.write_job("events", JOB)
+    registry, _ = discover(ws.jobs)
+    job = registry.get("events")
+    ctx = Context(ws.settings)
+    try:
+        for day in (1, 2, 2):  # day 2 twice: the rerun supersedes the first
+            run_job(ctx, job, job.interval_on(date(2026, 11, day)), load=False)
+    finally:
+        ctx.close()
+
+    proc = ws.cli("load", "--dry-run", check=True)
+    assert "events (key id): 2 batch(es), 4 rows in one transaction" in proc.stdout
+    assert "superseded by a newer run of the same interval" in proc.stdout
+    assert 'DELETE FROM "events" USING stage' in proc.stdout
+    (plan,) = ws.cli_json("load", "--dry-run")
+    assert [b["start"] for b in plan["batches"]] == ["2026-11-01T00:00:00Z",
+                                                     "2026-11-02T00:00:00Z"]
+    assert len(plan["superseded"]) == 1 and plan["rows"] == 4
+    assert all(b["manifest"].endswith("/manifest.json") and b["parts"] == 1
+               for b in plan["batches"])
+    assert _rows(ws) == []  # nothing loaded
+
+    ws.cli("load", "--local", check=True)
+    assert len(_rows(ws)) == 3  # two days + the shared key

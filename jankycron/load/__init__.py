@@ -25,6 +25,7 @@ from .. import deadletters
 from ..config import Settings
 from ..errors import ConfigError, TerminalError, TransientError, WarehouseError
 from ..ledger import Batch, BatchStatus, DeadLetter, Ledger
+from ..schedule import fmt
 from ..staging import Store, open_part, read_manifest
 from .lock import RedisLocks
 from .warehouse import AlreadyLoaded, Column, Loaded, Session, Warehouse
@@ -165,6 +166,18 @@ class Prefill:
             self.session = None
 
 
+def choose(pending: list[Batch]) -> tuple[list[Batch], list[Batch]]:
+    """Split pending batches into those to load and those a newer run of the same job and
+    interval superseded (a rerun replaces). ``pending`` is ordered by interval, then run id."""
+    newest: dict[tuple, Batch] = {}
+    for b in pending:
+        if not b.is_replay:
+            newest[(b.job, b.interval)] = b
+    superseded = [b for b in pending if not b.is_replay and newest[(b.job, b.interval)] is not b]
+    gone = {b.id for b in superseded}
+    return [b for b in pending if b.id not in gone], superseded
+
+
 class Loader:
     def __init__(self, settings: Settings, ledger: Ledger, store: Store, warehouse: Warehouse,
                  progress: Progress | None = None, locks: RedisLocks | None = None):
@@ -173,6 +186,24 @@ class Loader:
         self.progress = progress or (lambda msg: log.info("%s", msg))
         self.locks = locks  # one loader per table across processes (None: the warehouse's
         # own table lock and jankycron_loads still prevent double merges)
+
+    def plan(self, table: str, key: tuple[str, ...]) -> dict:
+        """What ``load_table`` would do now, without doing it (``jankycron load --dry-run``)."""
+        batches, superseded = choose(self.ledger.pending_batches(table))
+        columns = self.schema.columns(table) if batches else []
+        rows = sum(b.rows for b in batches)
+        sql = (self.warehouse.session_class.sql_only(table, columns, key).plan_sql(rows)
+               if batches else [])
+        return {
+            "table": table, "key": list(key), "rows": rows,
+            "batches": [{"id": b.id, "job": b.job, "start": fmt(b.interval.start),
+                         "end": fmt(b.interval.end), "rows": b.rows,
+                         "manifest": self.store.url(b.manifest_key),
+                         "parts": len(read_manifest(self.store, b.manifest_key))}
+                        for b in batches],
+            "superseded": [b.id for b in superseded],
+            "sql": sql,
+        }
 
     def prefill(self, table: str, key: tuple[str, ...], batch_id: str) -> Prefill | None:
         """Start validating a batch while it is being staged (see ``Prefill``)."""
@@ -245,13 +276,7 @@ class Loader:
                 self._record_loaded(done)
                 gone = {d.batch_id for d in done}
                 pending = [b for b in pending if b.id not in gone]
-            newest: dict[tuple, Batch] = {}
-            for b in pending:  # ordered by interval, then run id: the last one is the newest
-                if not b.is_replay:
-                    newest[(b.job, b.interval)] = b
-            superseded = [b for b in pending
-                          if not b.is_replay and newest[(b.job, b.interval)] is not b]
-            batches = [b for b in pending if b not in superseded]
+            batches, superseded = choose(pending)
             if not pending:
                 return result
             rows = sum(b.rows for b in batches)

@@ -114,6 +114,10 @@ class DuckDBWarehouse(Warehouse):
     def session(self, table: str, columns: list[Column], key: tuple[str, ...]) -> DuckDBSession:
         return DuckDBSession(self, table, columns, key)
 
+    @property
+    def session_class(self) -> type[Session]:
+        return DuckDBSession
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()

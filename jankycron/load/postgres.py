@@ -120,6 +120,10 @@ class PostgresWarehouse(Warehouse):
     def session(self, table: str, columns: list[Column], key: tuple[str, ...]) -> PostgresSession:
         return PostgresSession(self, table, columns, key)
 
+    @property
+    def session_class(self) -> type[Session]:
+        return PostgresSession
+
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:
             self._conn.close()

@@ -90,6 +90,19 @@ class Session:
     def __init__(self, table: str, columns: list[Column], key: tuple[str, ...]):
         self.table, self.columns, self.key = table, columns, key
 
+    @classmethod
+    def sql_only(cls, table: str, columns: list[Column], key: tuple[str, ...]) -> Session:
+        """An instance for generating this backend's SQL, with no connection (for plans)."""
+        obj = cls.__new__(cls)
+        Session.__init__(obj, table, columns, key)
+        return obj
+
+    def plan_sql(self, lines: int) -> list[str]:
+        """The statements a load of ``lines`` staged lines runs, if none is refused."""
+        return [f"INSERT INTO stage {self.select_sql(1, max(lines, 1))}", "BEGIN",
+                f"LOCK TABLE {quote_ident(self.table)}", *self.merge_sql(),
+                f"INSERT INTO {LOADS_TABLE} (batch_id, ...) VALUES (...)", "COMMIT"]
+
     # ---- SQL shared by the backends ------------------------------------------------------
     def field_sql(self, col: Column) -> str:
         """The column's field of the line's JSON document ``j``, as text."""
@@ -234,6 +247,8 @@ class Warehouse:
 
     def columns(self, table: str) -> list[Column]:
         raise NotImplementedError
+
+    session_class: type[Session] = Session
 
     def session(self, table: str, columns: list[Column], key: tuple[str, ...]) -> Session:
         raise NotImplementedError
