@@ -243,8 +243,16 @@ def backfill_cmd(app: App, job_name: str, start: str, end: str, local: bool,
 @click.option("--local", is_flag=True, help="Load in this process (the only way for now).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (batches, manifests, SQL) only.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
-def load_cmd(app: App, table: str | None, local: bool, dry_run: bool, as_json: bool) -> None:
-    """Load pending staged batches now (all tables, or TABLE)."""
+@click.option("--due", is_flag=True, help="Only tables whose load interval has passed since "
+              "their last load (JANKYCRON_LOAD_INTERVAL[S]); for a periodic loader.")
+def load_cmd(app: App, table: str | None, local: bool, dry_run: bool, as_json: bool,
+             due: bool) -> None:
+    """Load pending staged batches now (all tables, or TABLE).
+
+    Every pending batch of a table is merged in one transaction. Run periodically with --due,
+    a table is loaded at most once per its load interval, so that many small runs make few
+    commits (Redshift's commit queue wants that).
+    """
     tables = app.registry.tables()
     if table:
         if table not in tables:
@@ -252,6 +260,15 @@ def load_cmd(app: App, table: str | None, local: bool, dry_run: bool, as_json: b
         tables = {table: tables[table]}
     pending = {b.table for b in app.ctx.ledger.pending_batches()}
     todo = {t: k for t, k in tables.items() if t in pending}
+    if due:
+        now = datetime.now(UTC)
+        for t in list(todo):
+            last = app.ctx.ledger.last_load(t)
+            wait = timedelta(seconds=app.settings.load_interval_of(t))
+            if last and now - last < wait:
+                click.echo(f"{t}: not due; last load {fmt(last)}, next after "
+                           f"{fmt(last + wait)}", err=True)
+                del todo[t]
     if dry_run:
         plans = [app.ctx.loader.plan(t, k) for t, k in todo.items()]
         if as_json:
@@ -259,7 +276,7 @@ def load_cmd(app: App, table: str | None, local: bool, dry_run: bool, as_json: b
         for p in plans:
             _print_plan(p)
     if not todo:
-        click.echo("nothing pending")
+        click.echo("nothing due" if due and pending else "nothing pending")
         return
     if dry_run:
         return

@@ -23,6 +23,9 @@ DEFAULTS = {
     "JANKYCRON_STATEMENT_TIMEOUT": "15m",
     "JANKYCRON_PART_SIZE": "16MB",
     "JANKYCRON_LOCK_WAIT": "60s",
+    # Redshift wants few, large commits: coalesce pending batches per table (see `load --due`).
+    "JANKYCRON_LOAD_INTERVAL": "0",
+    "JANKYCRON_LOAD_INTERVALS": "",
 }
 
 STORE_SCHEMES = ("s3", "file")
@@ -35,7 +38,8 @@ _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|mb|gb)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, None: 1}
 
 
-def parse_duration(value: str | int | float, what: str = "duration") -> float:
+def parse_duration(value: str | int | float, what: str = "duration",
+                   allow_zero: bool = False) -> float:
     """``"30m"`` -> 1800.0 seconds; plain numbers are seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
@@ -44,9 +48,21 @@ def parse_duration(value: str | int | float, what: str = "duration") -> float:
         if not m:
             raise ConfigError(f"{what}: {value!r} is not a duration such as 90s, 30m, 2h")
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigError(f"{what}: must be positive, got {value!r}")
     return seconds
+
+
+def parse_intervals(text: str, what: str) -> dict[str, float]:
+    """``"events=30m, orders=0"`` -> {"events": 1800.0, "orders": 0.0}."""
+    out = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        table, sep, value = item.partition("=")
+        if not sep or not table.strip():
+            raise ConfigError(f"{what}: {item!r} is not table=duration (e.g. events=30m)")
+        out[table.strip()] = parse_duration(value.strip(), f"{what} for {table.strip()}",
+                                            allow_zero=True)
+    return out
 
 
 def parse_size(value: str, what: str = "size") -> int:
@@ -105,6 +121,8 @@ class Settings:
     part_size: int  # bytes of NDJSON before a staged part is rotated
     lock_url: str | None = None  # Redis for per-table load locks; None: no cross-host lock
     lock_wait: float = 60.0  # how long a loader waits for a table another loader holds
+    load_interval: float = 0.0  # least seconds between two loads of a table (`load --due`)
+    load_intervals: Mapping[str, float] = field(default_factory=dict)  # per-table overrides
     aws_endpoint_url: str | None = None
     aws_region: str | None = None
     # Credentials are optional: without them boto3 uses its standard chain (instance role...).
@@ -145,6 +163,10 @@ class Settings:
             part_size=parse_size(get("JANKYCRON_PART_SIZE"), "JANKYCRON_PART_SIZE"),
             lock_url=_lock_url(environ),
             lock_wait=parse_duration(get("JANKYCRON_LOCK_WAIT"), "JANKYCRON_LOCK_WAIT"),
+            load_interval=parse_duration(get("JANKYCRON_LOAD_INTERVAL"),
+                                         "JANKYCRON_LOAD_INTERVAL", allow_zero=True),
+            load_intervals=parse_intervals(environ.get("JANKYCRON_LOAD_INTERVALS", ""),
+                                           "JANKYCRON_LOAD_INTERVALS"),
             aws_endpoint_url=opt("AWS_ENDPOINT_URL_S3") or opt("AWS_ENDPOINT_URL"),
             aws_region=opt("AWS_REGION") or opt("AWS_DEFAULT_REGION"),
             aws_access_key_id=opt("AWS_ACCESS_KEY_ID"),
@@ -156,6 +178,9 @@ class Settings:
             if opt("JANKYCRON_MAINTENANCE_WINDOW") else None,
             segment_secret=opt("JANKYCRON_SEGMENT_SECRET"),
         )
+
+    def load_interval_of(self, table: str) -> float:
+        return self.load_intervals.get(table, self.load_interval)
 
     def __repr__(self) -> str:
         """Safe to log: passwords in URLs are redacted, secret fields are left out."""

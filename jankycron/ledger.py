@@ -251,6 +251,12 @@ class Ledger:
         )
         return batch_id
 
+    def last_load(self, table: str) -> datetime | None:
+        """When a batch of ``table`` was last merged."""
+        rows = self._rows("SELECT MAX(loaded_at) AS at FROM jc_batches WHERE table_name = ? AND "
+                          "status = ?", (table, BatchStatus.LOADED))
+        return _iso(rows[0]["at"]) if rows and rows[0]["at"] else None
+
     def pending_batches(self, table: str | None = None) -> list[Batch]:
         where, args = ("AND table_name = ?", [table]) if table else ("", [])
         rows = self._rows(

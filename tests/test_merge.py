@@ -148,3 +148,27 @@ def test_load_dry_run_shows_the_plan_and_changes_nothing(ws: Workspace) -> None:
 
     ws.cli("load", "--local", check=True)
     assert len(_rows(ws)) == 3  # two days + the shared key
+
+
+def test_load_due_coalesces_loads_per_table_interval(ws: Workspace) -> None:
+    create_table(ws, TABLE)
+    ws.write_job("events", JOB)
+    ws.cli("run", "events", "--date", "2026-11-01", "--local", check=True)  # loaded just now
+    registry, _ = discover(ws.jobs)
+    job = registry.get("events")
+    ctx = Context(ws.settings)
+    try:
+        for day in (2, 3):
+            run_job(ctx, job, job.interval_on(date(2026, 11, day)), load=False)
+    finally:
+        ctx.close()
+
+    hourly = {"JANKYCRON_LOAD_INTERVAL": "1h"}
+    proc = ws.cli("load", "--due", "--local", check=True, env=hourly)
+    assert "events: not due; last load" in proc.stderr and "nothing due" in proc.stdout
+    assert len(_rows(ws)) == 2  # only day 1 so far
+
+    proc = ws.cli("load", "--due", "--local", check=True,
+                  env={**hourly, "JANKYCRON_LOAD_INTERVALS": "events=0"})
+    assert "events: 2 batch(es), 4 loaded" in proc.stdout  # both pending batches, one commit
+    assert len(_rows(ws)) == 4
