@@ -265,7 +265,12 @@ def load_cmd(app: App, table: str | None, local: bool, dry_run: bool, as_json: b
         for t in list(todo):
             last = app.ctx.ledger.last_load(t)
             wait = timedelta(seconds=app.settings.load_interval_of(t))
-            if last and now - last < wait:
+            retry = app.ctx.ledger.retry_at(t)
+            if retry and now < retry[0]:
+                click.echo(f"{t}: backing off after {retry[1]} failed load(s) until "
+                           f"{fmt(retry[0])}; last error: {retry[2]}", err=True)
+                del todo[t]
+            elif last and now - last < wait:
                 click.echo(f"{t}: not due; last load {fmt(last)}, next after "
                            f"{fmt(last + wait)}", err=True)
                 del todo[t]

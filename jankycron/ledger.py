@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,6 +59,9 @@ SCHEMA = [
         created_at TEXT NOT NULL, loaded_at TEXT, rows_loaded INTEGER NOT NULL DEFAULT 0,
         rows_rejected INTEGER NOT NULL DEFAULT 0, dropped_keys TEXT)""",
     "CREATE INDEX IF NOT EXISTS jc_batches_pending ON jc_batches (table_name, status)",
+    """CREATE TABLE IF NOT EXISTS jc_table_state (
+        table_name TEXT PRIMARY KEY, failures INTEGER NOT NULL, last_failure_at TEXT,
+        last_error TEXT)""",
     """CREATE TABLE IF NOT EXISTS jc_job_state (
         job TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS jc_deadletters (
@@ -250,6 +253,30 @@ class Ledger:
              rows, json.dumps(key_counts, sort_keys=True), BatchStatus.PENDING, now()),
         )
         return batch_id
+
+    # ---------------------------------------------------------------- load retries
+    def table_failed(self, table: str, error: str) -> None:
+        self._exec(
+            "INSERT INTO jc_table_state (table_name, failures, last_failure_at, last_error) "
+            "VALUES (?, 1, ?, ?) ON CONFLICT (table_name) DO UPDATE SET failures = "
+            "jc_table_state.failures + 1, last_failure_at = excluded.last_failure_at, "
+            "last_error = excluded.last_error", (table, now(), error[:2000]))
+
+    def table_loaded(self, table: str) -> None:
+        self._exec("DELETE FROM jc_table_state WHERE table_name = ?", (table,))
+
+    def retry_at(self, table: str, base: float = 30.0, cap: float = 900.0
+                 ) -> tuple[datetime, int, str] | None:
+        """After failed loads of ``table``: when to try again (exponential backoff from
+        ``base`` seconds, at most ``cap``), how many failures, the last error."""
+        rows = self._rows("SELECT failures, last_failure_at, last_error FROM jc_table_state "
+                          "WHERE table_name = ?", (table,))
+        if not rows:
+            return None
+        r = rows[0]
+        delay = min(cap, base * 2 ** (r["failures"] - 1))
+        return (_iso(r["last_failure_at"]) + timedelta(seconds=delay), r["failures"],
+                r["last_error"] or "")
 
     def last_load(self, table: str) -> datetime | None:
         """When a batch of ``table`` was last merged."""

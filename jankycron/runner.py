@@ -180,20 +180,29 @@ def run_job(ctx: Context, job: Job, interval: Interval, *, load: bool = True) ->
 
 def load_tables(ctx: Context, tables: dict[str, tuple[str, ...]], run_id: str | None = None,
                 prefills: dict[str, Prefill | None] | None = None) -> list[LoadResult]:
-    """Load the pending batches of each table; a failure is noted on the run and re-raised."""
-    results = []
+    """Load the pending batches of each table. A table that fails does not stop the others;
+    its failure is counted for the retry backoff, noted on the run, and the first one is
+    re-raised once every table was tried."""
+    results, failures = [], []
     for table, key in tables.items():
         try:
             results.append(ctx.loader.load_table(table, key, (prefills or {}).get(table)))
+            ctx.ledger.table_loaded(table)
         except JankycronError as e:
             window = ctx.settings.maintenance_window
             if isinstance(e, TransientError) and window and window.contains(datetime.now(UTC)):
                 e = type(e)(f"{e} (inside the maintenance window {window}: expected; the "
                             "batches stay pending and load after it)")
+            ctx.ledger.table_failed(table, str(e))
             if run_id:
                 ctx.ledger.finish_run(run_id, RunStatus.STAGED,
                                       error=f"load of {table} pending: {e}")
-            raise e from None
+            failures.append(e)
+    if failures:
+        first = failures[0]
+        if len(failures) > 1:
+            first = type(first)(f"{first} (and {len(failures) - 1} more table(s) failed)")
+        raise first from None
     return results
 
 

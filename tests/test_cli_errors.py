@@ -298,3 +298,23 @@ def test_warehouse_down_inside_the_maintenance_window_says_it_is_expected(
                           secrets=(PASSWORD,))
     (run,) = duck_ws.cli_json("history")
     assert run["status"] == "staged" and "maintenance window" in run["error"]
+
+
+def test_the_periodic_loader_backs_off_from_a_failing_table(duck_ws: Workspace) -> None:
+    """`load --due` after a failed load waits (30 s, doubling, at most 15 min) instead of
+    hammering a warehouse that is down; an operator's plain `load` tries at once."""
+    down = {"JANKYCRON_WAREHOUSE_URL": f"postgresql://analyst:{PASSWORD}@127.0.0.1:"
+                                       f"{free_port()}/db"}
+    duck_ws.write_job("orders", JOB)
+    create_table(duck_ws, TABLE)
+    assert duck_ws.cli("run", "orders", "--date", DAY, "--local", env=down).returncode == 1
+
+    again = duck_ws.cli("load", "--due", "--local", env=down)
+    assert again.returncode == 0 and "nothing due" in again.stdout
+    assert "orders: backing off after 1 failed load(s) until" in again.stderr
+    assert PASSWORD not in again.stderr
+
+    duck_ws.cli("load", "--local", check=True)  # the warehouse is back; no --due: at once
+    assert warehouse_rows(duck_ws, "SELECT COUNT(*) FROM orders") == [(3,)]
+    assert duck_ws.cli("load", "--due", "--local", check=True).stdout.strip() == \
+        "nothing pending"
