@@ -18,6 +18,8 @@ exits non-zero. PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth; ``JANKY
 overrides) gets a scratch database, dropped at exit. Run it from the project root:
 
     .venv/bin/python bench/bench_loader.py [--n 1000000] [--repeat 3] [--bisect-n 100000]
+
+``-v`` also shows the loader's own log: seconds spent reading parts, validating and merging.
 """
 
 from __future__ import annotations
@@ -75,19 +77,19 @@ def bad_records(n, k):
         yield {"id": i + 1, "qty": "x" if i in bad else i % 1000, "payload": payload(i)}
 '''
 
-JOBS = {
-    "bench_rows": 'yield from records(int(os.environ["BENCH_N"]))',
-    "bench_bad": 'yield from bad_records(int(os.environ["BENCH_N"]), int(os.environ["BENCH_K"]))',
-}
 JOB_FILE = '''import os
 from jankycron import job
 from _bench_gen import bad_records, records
 
 
-@job(schedule="0 0 * * *", table="{table}", key="id")
+@job(schedule="0 0 * * *", table="{name}", key="id")
 def {name}(run):
-    {body}
+    yield from {body}
 '''
+JOBS = {  # job name = its table
+    "bench_load": 'records(int(os.environ["BENCH_N"]))',
+    "bench_bad": 'bad_records(int(os.environ["BENCH_N"]), int(os.environ["BENCH_K"]))',
+}
 
 LOAD_DDL = ("CREATE TABLE {name} (id bigint NOT NULL, ref uuid, amount numeric(12,2), "
             "created_at timestamptz, payload varchar(200))")
@@ -111,10 +113,8 @@ class Bench:
         jobs = work / "jobs"
         jobs.mkdir()
         (jobs / "_bench_gen.py").write_text(GENERATOR)
-        (jobs / "bench_rows.py").write_text(
-            JOB_FILE.format(table="bench_load", name="bench_rows", body=JOBS["bench_rows"]))
-        (jobs / "bench_bad.py").write_text(
-            JOB_FILE.format(table="bench_bad", name="bench_bad", body=JOBS["bench_bad"]))
+        for name, body in JOBS.items():
+            (jobs / f"{name}.py").write_text(JOB_FILE.format(name=name, body=body))
         registry, errors = discover(jobs)
         if errors:
             sys.exit(f"job files: {errors}")
@@ -127,7 +127,7 @@ class Bench:
         pg(self.db_url, f"TRUNCATE {table}")
         pg(self.db_url, "CHECKPOINT")  # no checkpoint of the previous run inside a timing
 
-    def load_step(self, job: str, table: str, n: int, k: int = 0):
+    def load_step(self, table: str, n: int, k: int = 0):
         """Stage n records (k bad) into a fresh store and ledger; time load_table alone."""
         self.stages += 1
         os.environ.update(BENCH_N=str(n), BENCH_K=str(k))  # read by the job's generator
@@ -139,7 +139,7 @@ class Bench:
             "JANKYCRON_WAREHOUSE_URL": self.db_url,
         }), progress=lambda _: None)
         try:
-            job = self.jobs[job]
+            job = self.jobs[table]
             run = run_job(ctx, job, job.interval_on(DAY), load=False)
             if run["rows_staged"] != n:
                 sys.exit(f"staged {run['rows_staged']:,} of {n:,} records")
@@ -193,7 +193,7 @@ def throughput(bench: Bench, n: int, repeat: int) -> None:
         secs = {}
         for which in order:
             if which == "load":
-                secs[which], res = bench.load_step("bench_rows", "bench_load", n)
+                secs[which], res = bench.load_step("bench_load", n)
                 if res.rows_loaded != n or res.rows_rejected:
                     sys.exit(f"load step: {res.rows_loaded:,} loaded, {res.rows_rejected:,} "
                              f"rejected of {n:,}")
@@ -220,7 +220,7 @@ def bisection(bench: Bench, n: int) -> bool:
           flush=True)
     ok = True
     for k in (0, 1, 10, 100):
-        seconds, res = bench.load_step("bench_bad", "bench_bad", n, k)
+        seconds, res = bench.load_step("bench_bad", n, k)
         good = res.rows_loaded + res.rows_rejected == n and res.rows_rejected == k
         ok &= good
         print(f"  {k:>4} {res.validations:>12} {seconds:>8.2f} {res.rows_loaded:>9,} "

@@ -87,6 +87,7 @@ def isolate(session: Session, lo: int, hi: int, result: LoadResult) -> list[tupl
         return []
     if lo == hi:
         return [(lo, session.probe(lo) or error)]
+    session.index_lines()
     mid = (lo + hi) // 2
     return isolate(session, lo, mid, result) + isolate(session, mid + 1, hi, result)
 

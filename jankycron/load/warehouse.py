@@ -164,11 +164,12 @@ class Session:
         cols = ", ".join(quote_ident(c.name) for c in self.columns)
         on = " AND ".join(f"{t}.{quote_ident(k)} = stage.{quote_ident(k)}" for k in self.key)
         part = ", ".join(quote_ident(k) for k in self.key)
+        dup = " AND ".join(f"stage.{quote_ident(k)} = d.{quote_ident(k)}" for k in self.key)
         return [
             # The same key twice in the load: the later line (newer interval, later yield) wins.
-            # A hash aggregate: linear, even for one key repeated many times.
-            f"DELETE FROM stage WHERE jc_line NOT IN (SELECT MAX(jc_line) FROM stage "
-            f"GROUP BY {part})",
+            # One hash aggregate finds the repeated keys; only their rows are touched.
+            f"DELETE FROM stage USING (SELECT {part}, MAX(jc_line) AS jc_last FROM stage "
+            f"GROUP BY {part} HAVING COUNT(*) > 1) d WHERE {dup} AND stage.jc_line < d.jc_last",
             f"DELETE FROM {t} USING stage WHERE {on}",
             f"INSERT INTO {t} ({cols}) SELECT {cols} FROM stage",
         ]
@@ -182,6 +183,10 @@ class Session:
         """Run one statement in its own transaction. A data error (a record that does not
         fit) is returned as its reason, not raised; with ``fetch``, the first value is too."""
         raise NotImplementedError
+
+    def index_lines(self) -> None:
+        """Make ``jc_line`` ranges cheap to find before bisection starts (a no-op where the
+        backend finds them cheaply anyway)."""
 
     def validate(self, lo: int, hi: int) -> str | None:
         """Insert raw lines lo..hi into ``stage``; on a data error keep nothing, return why."""
