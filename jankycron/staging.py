@@ -445,9 +445,3 @@ def open_part(store: Store, key: str) -> Iterator[IO[bytes]]:
     with store.open(key) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
         yield gz
 
-
-def iter_lines(store: Store, part_keys: list[str]) -> Iterator[bytes]:
-    """Every NDJSON line of the parts, in manifest order."""
-    for key in part_keys:
-        with open_part(store, key) as part:
-            yield from part

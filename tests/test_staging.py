@@ -18,7 +18,7 @@ from jankycron.staging import (
     RecordError,
     batch_prefix,
     encode,
-    iter_lines,
+    open_part,
     open_store,
     read_manifest,
 )
@@ -82,7 +82,10 @@ def test_parts_rotate_by_size_and_the_manifest_lists_them_in_order(s3: S3) -> No
     # Every part is gzip; reading the parts in manifest order gives back every record in order.
     first = s3.client().get_object(Bucket=bucket, Key=f"pre/{staged.parts[0]}")["Body"].read()
     assert gzip.decompress(first).startswith(b'{"id":0,')
-    lines = list(iter_lines(store, read_manifest(store, staged.manifest_key)))
+    lines = []
+    for key in read_manifest(store, staged.manifest_key):
+        with open_part(store, key) as part:
+            lines.extend(part)
     assert [json.loads(x)["id"] for x in lines] == list(range(3000))
 
 

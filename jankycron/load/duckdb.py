@@ -184,9 +184,6 @@ class DuckDBSession(Session):
                                    "list_contains(?, jc_line)", (list(ns),)).fetchall()
         return dict(rows)
 
-    def stage_count(self) -> int:
-        with self.wh.errors("query"):
-            return self.wh.execute("SELECT COUNT(*) FROM stage").fetchone()[0]
 
     def already_loaded(self, batch_ids: list[str]) -> list[Loaded]:
         with self.wh.errors("query"):

@@ -201,8 +201,6 @@ class PostgresSession(Session):
         rows = self._fetch("SELECT jc_line, doc FROM raw WHERE jc_line = ANY(%s)", (list(ns),))
         return dict(rows)
 
-    def stage_count(self) -> int:
-        return self._fetch("SELECT COUNT(*) FROM stage")[0][0]
 
     def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self.wh.errors("query"), self.conn.cursor() as cur:

@@ -20,7 +20,7 @@ truncated or shifted. Timestamps with an offset are converted to UTC for ``times
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -217,8 +217,6 @@ class Session:
     def raw_lines(self, ns: Iterable[int]) -> dict[int, str]:
         raise NotImplementedError
 
-    def stage_count(self) -> int:
-        raise NotImplementedError
 
     def already_loaded(self, batch_ids: list[str]) -> list[Loaded]:
         raise NotImplementedError
@@ -270,7 +268,3 @@ class Warehouse:
     def close(self) -> None:
         pass
 
-
-def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
