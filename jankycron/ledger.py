@@ -81,8 +81,10 @@ def now() -> str:
 
 
 def new_run_id() -> str:
-    """Sortable by start time: ``20261126T114512Z-3fa2c1``."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    """Sortable by start time to the microsecond, ``20261126T114512123456Z-3fa2c1``: the newest
+    of two runs of one interval is the one whose batch is loaded, even when both started
+    within the same second."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
 
 
 @dataclass(frozen=True)

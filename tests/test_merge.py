@@ -172,3 +172,22 @@ def test_load_due_coalesces_loads_per_table_interval(ws: Workspace) -> None:
                   env={**hourly, "JANKYCRON_LOAD_INTERVALS": "events=0"})
     assert "events: 2 batch(es), 4 loaded" in proc.stdout  # both pending batches, one commit
     assert len(_rows(ws)) == 4
+
+
+def test_the_newest_of_quick_reruns_wins(ws: Workspace) -> None:
+    """Reruns of one interval started within the same second: the last one's data lands."""
+    create_table(ws, TABLE)
+    ws.write_job("events", JOB)
+    registry, _ = discover(ws.jobs)
+    job = registry.get("events")
+    interval = job.interval_on(date(2026, 11, 1))
+    ctx = Context(ws.settings)
+    try:
+        for round_ in range(6):
+            for version in ("old", "new"):
+                ctx.ledger.save_state("events", {"version": f"{version}{round_}"})
+                run_job(ctx, job, interval, load=False)
+            ctx.loader.load_table("events", ("id",))
+            assert _rows(ws)[1] == (20261101, "2026-11-01", f"new{round_}")
+    finally:
+        ctx.close()
