@@ -93,10 +93,10 @@ def test_a_loader_that_lost_its_lock_rolls_back(pg_ws: Workspace, rds: redis.Red
 
 
 def test_the_lock_is_renewed_while_a_load_runs(rds: redis.Redis) -> None:
-    lock = TableLock(rds, "locked_items", ttl=0.6)
+    lock = TableLock(rds, "locked_items", ttl=1.5)
     lock.acquire(wait=0)
     try:
-        time.sleep(1.5)  # well past the TTL: only renewal keeps it
+        time.sleep(4)  # well past the TTL: only renewal (every ttl/3) keeps it
         lock.ensure_owned()
         assert rds.get(lock.key).decode() == lock.token
     finally:
