@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from .ledger import DeadLetter, Ledger
-from .staging import Store
+from .store import Store
 
 
 def object_key(table: str, batch_id: str, phase: str) -> str:

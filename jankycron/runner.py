@@ -32,7 +32,8 @@ from .ledger import REPLAY_PREFIX, DeadLetter, Ledger, RunStatus
 from .load import Loader, LoadResult, Prefill, open_warehouse
 from .load.warehouse import Warehouse
 from .schedule import Interval
-from .staging import BatchWriter, RecordError, Store, batch_prefix, encode, open_store
+from .staging import BatchWriter, RecordError, batch_prefix, encode
+from .store import Store, open_store
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import pytest
 
 CORE = ["jankycron", "jankycron.runner", "jankycron.staging", "jankycron.load",
         "jankycron.load.postgres", "jankycron.load.duckdb", "jankycron.ledger",
-        "jankycron.discovery", "jankycron.deadletters"]
+        "jankycron.discovery", "jankycron.deadletters", "jankycron.store"]
 FORBIDDEN = ("celery", "kombu", "flask", "werkzeug", "click", "sentry_sdk", "redbeat")
 
 

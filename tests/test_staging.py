@@ -19,9 +19,9 @@ from jankycron.staging import (
     batch_prefix,
     encode,
     open_part,
-    open_store,
     read_manifest,
 )
+from jankycron.store import open_store
 
 
 def test_values_encode_without_loss() -> None:

@@ -26,7 +26,8 @@ from ..config import Settings
 from ..errors import ConfigError, TerminalError, TransientError, WarehouseError
 from ..ledger import Batch, BatchStatus, DeadLetter, Ledger
 from ..schedule import fmt
-from ..staging import Store, open_part, read_manifest
+from ..staging import open_part, read_manifest
+from ..store import Store
 from .lock import RedisLocks
 from .warehouse import AlreadyLoaded, Column, Loaded, Session, Warehouse
 
