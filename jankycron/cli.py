@@ -128,8 +128,10 @@ def check_cmd(app: App) -> None:
           else []),
     ):
         try:
-            probe()
+            warnings = probe()
             report(True, f"{what} {redact(url)}")
+            for w in warnings if isinstance(warnings, list) else []:
+                click.echo(f"warn  {what}: {w}")
         except JankycronError as e:
             report(False, f"{what} {redact(url)}", str(e))
     if "warehouse" in app.ctx.__dict__:

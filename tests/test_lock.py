@@ -9,7 +9,7 @@ from datetime import date
 
 import pytest
 import redis
-from conftest import Workspace, create_table, warehouse_rows
+from conftest import Workspace, create_table, free_port, warehouse_rows
 
 from jankycron.config import Settings
 from jankycron.discovery import discover
@@ -102,3 +102,20 @@ def test_the_lock_is_renewed_while_a_load_runs(rds: redis.Redis) -> None:
     finally:
         lock.release()
     assert rds.get(lock.key) is None
+
+
+def test_check_warns_when_redis_can_lose_locks(duck_ws: Workspace, rds: redis.Redis) -> None:
+    create_table(duck_ws, "CREATE TABLE locked_items (id int NOT NULL, day int)")
+    duck_ws.write_job("locked_items", JOB)
+    proc = duck_ws.cli("check", env={"JANKYCRON_LOCK_URL": REDIS_URL})
+    assert f"ok    lock store {REDIS_URL}" in proc.stdout
+    appendonly = rds.config_get("appendonly")["appendonly"]
+    warned = "warn  lock store: appendonly is not yes" in proc.stdout
+    assert warned == (appendonly != "yes")
+    assert proc.returncode == 0, proc.stdout  # a warning is not a failure
+
+
+def test_check_fails_when_the_lock_store_is_down(duck_ws: Workspace) -> None:
+    proc = duck_ws.cli("check", env={"JANKYCRON_LOCK_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    assert proc.returncode == 1
+    assert "FAIL  lock store" in proc.stdout and "unreachable" in proc.stdout

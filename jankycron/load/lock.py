@@ -110,15 +110,29 @@ class RedisLocks:
         import redis  # noqa: PLC0415 - only deployments with a lock URL need it
 
         self.url, self.ttl, self.wait = url, ttl, wait
-        self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10,
+                                           decode_responses=False)
         self._errors = (redis.ConnectionError, redis.TimeoutError)
 
-    def ping(self) -> None:
+    def ping(self) -> list[str]:
+        """Raise unless Redis answers; return warnings about settings that can lose locks."""
         try:
             self.client.ping()
+            config = {}
+            for name in ("appendonly", "maxmemory-policy"):
+                config.update(self.client.config_get(name))
         except self._errors as e:
             raise TransientError(f"lock store {redact(self.url)} is unreachable: "
                                  f"{type(e).__name__}") from None
+        except Exception:  # CONFIG may be disabled (managed Redis): nothing to say
+            return []
+        warnings = []
+        if config.get("appendonly") != "yes":
+            warnings.append("appendonly is not yes: a restart forgets every lock")
+        if config.get("maxmemory-policy", "noeviction") != "noeviction":
+            warnings.append(f"maxmemory-policy is {config['maxmemory-policy']}, not "
+                            "noeviction: Redis may evict a held lock")
+        return warnings
 
     def acquire(self, table: str) -> TableLock:
         lock = TableLock(self.client, table, self.ttl)
