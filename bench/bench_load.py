@@ -39,7 +39,7 @@ import uuid
 from pathlib import Path
 
 import boto3
-import psycopg2
+from _common import pg
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("JANKYCRON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -130,16 +130,6 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
         time.sleep(0.1)
     raise RuntimeError(f"moto server not listening on port {port} after {timeout}s")
 
-
-def pg(url: str, sql: str) -> list[tuple]:
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def timed_child(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int]:

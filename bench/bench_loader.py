@@ -38,6 +38,7 @@ from datetime import date
 from pathlib import Path
 
 import psycopg2
+from _common import pg
 
 from jankycron.config import Settings
 from jankycron.discovery import discover
@@ -95,16 +96,6 @@ LOAD_DDL = ("CREATE TABLE {name} (id bigint NOT NULL, ref uuid, amount numeric(1
             "created_at timestamptz, payload varchar(200))")
 BAD_DDL = "CREATE TABLE bench_bad (id bigint NOT NULL, qty int, payload varchar(200))"
 
-
-def pg(url: str, sql: str) -> list[tuple]:
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 class Bench:
