@@ -11,7 +11,8 @@ import pytest
 
 CORE = ["jankycron", "jankycron.runner", "jankycron.staging", "jankycron.load",
         "jankycron.load.postgres", "jankycron.load.duckdb", "jankycron.ledger",
-        "jankycron.discovery", "jankycron.deadletters", "jankycron.store"]
+        "jankycron.discovery", "jankycron.deadletters", "jankycron.store",
+        "jankycron.load.redshift_sql"]
 FORBIDDEN = ("celery", "kombu", "flask", "werkzeug", "click", "sentry_sdk", "redbeat")
 
 
