@@ -10,12 +10,11 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import sys
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UnknownJob
+from .errors import UnknownJob, line_in
 from .job import Job
 
 
@@ -60,12 +59,8 @@ def _describe(exc: BaseException, path: Path) -> str:
     """One line: the exception and the line of the job file it came from."""
     if isinstance(exc, SyntaxError):
         return f"SyntaxError: {exc.msg} (line {exc.lineno})"
-    line = ""
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if Path(frame.filename) == path:
-            line = f" (line {frame.lineno})"
-            break
-    return f"{type(exc).__name__}: {exc}{line}"
+    line = line_in(exc, path)
+    return f"{type(exc).__name__}: {exc}" + (f" (line {line})" if line else "")
 
 
 def _load_file(path: Path) -> list[Job]:

@@ -12,6 +12,9 @@ unexpected exceptions get a traceback. Messages never contain secrets: URLs are 
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+
 
 class JankycronError(Exception):
     """Root of every error jankycron raises on purpose."""
@@ -65,3 +68,12 @@ class WarehouseUnavailable(WarehouseError, TransientError):
 
 class TableNotFound(WarehouseError, TerminalError):
     """The target table does not exist (tables are created by migrations, not the loader)."""
+
+
+def line_in(exc: BaseException, path: str | Path) -> int | None:
+    """The line of ``path`` nearest the raise in ``exc``'s traceback, if the error passed
+    through that file (a job file, for messages that point at the analyst's code)."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if Path(frame.filename) == Path(path):
+            return frame.lineno
+    return None

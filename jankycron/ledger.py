@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from .config import Settings, redact
 from .errors import ConfigError, TransientError
-from .schedule import Interval, fmt
+from .schedule import Interval, fmt, parse_fmt
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +116,6 @@ class DeadLetter:
     reason: str
     record: str
     object_key: str
-
-
-def _iso(t: str) -> datetime:
-    return datetime.fromisoformat(t.replace("Z", "+00:00"))
 
 
 class Ledger:
@@ -277,14 +273,14 @@ class Ledger:
             return None
         r = rows[0]
         delay = min(cap, base * 2 ** (r["failures"] - 1))
-        return (_iso(r["last_failure_at"]) + timedelta(seconds=delay), r["failures"],
+        return (parse_fmt(r["last_failure_at"]) + timedelta(seconds=delay), r["failures"],
                 r["last_error"] or "")
 
     def last_load(self, table: str) -> datetime | None:
         """When a batch of ``table`` was last merged."""
         rows = self._rows("SELECT MAX(loaded_at) AS at FROM jc_batches WHERE table_name = ? AND "
                           "status = ?", (table, BatchStatus.LOADED))
-        return _iso(rows[0]["at"]) if rows and rows[0]["at"] else None
+        return parse_fmt(rows[0]["at"]) if rows and rows[0]["at"] else None
 
     def pending_batches(self, table: str | None = None) -> list[Batch]:
         where, args = ("AND table_name = ?", [table]) if table else ("", [])
@@ -295,7 +291,7 @@ class Ledger:
         )
         return [
             Batch(r["id"], r["run_id"], r["job"], r["table_name"],
-                  Interval(_iso(r["interval_start"]), _iso(r["interval_end"])),
+                  Interval(parse_fmt(r["interval_start"]), parse_fmt(r["interval_end"])),
                   r["manifest_key"], r["rows"], json.loads(r["key_counts"]))
             for r in rows
         ]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
@@ -26,12 +25,12 @@ from typing import Any
 
 from . import deadletters
 from .config import Settings
-from .errors import JankycronError, SkipRun, TerminalError, TransientError
+from .errors import JankycronError, SkipRun, TerminalError, TransientError, line_in
 from .job import Job, Routed, Run
 from .ledger import REPLAY_PREFIX, DeadLetter, Ledger, RunStatus
 from .load import Loader, LoadResult, Prefill, open_warehouse
 from .load.warehouse import Warehouse
-from .schedule import Interval
+from .schedule import Interval, parse_fmt
 from .staging import BatchWriter, RecordError, batch_prefix, encode
 from .store import Store, open_store
 
@@ -79,12 +78,8 @@ def describe(exc: BaseException, job: Job | None = None) -> str:
     """One line for the ledger and the CLI: the error and, for job bugs, where it happened."""
     if isinstance(exc, JankycronError):
         return str(exc)
-    where = ""
-    if job is not None and job.source_file:
-        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-            if Path(frame.filename) == Path(job.source_file):
-                where = f" ({Path(frame.filename).name} line {frame.lineno})"
-                break
+    line = line_in(exc, job.source_file) if job is not None and job.source_file else None
+    where = f" ({Path(job.source_file).name} line {line})" if job and line else ""
     return f"{type(exc).__name__}: {exc}{where}"
 
 
@@ -225,8 +220,8 @@ def replay(ctx: Context, table: str, key: tuple[str, ...], run_id: str | None = 
     runs = []
     for job_name, items in sorted(by_job.items()):
         originals = [ledger.run(r) for r in sorted({d["run_id"] for d in items})]
-        interval = Interval(min(_iso_utc(r["start"]) for r in originals),
-                            max(_iso_utc(r["end"]) for r in originals))
+        interval = Interval(min(parse_fmt(r["start"]) for r in originals),
+                            max(parse_fmt(r["end"]) for r in originals))
         new_run = ledger.start_run(job_name, interval)
         writer = BatchWriter(ctx.store, table, f"{REPLAY_PREFIX}{table}/{new_run}",
                              ctx.settings.part_size)
@@ -248,7 +243,3 @@ def replay(ctx: Context, table: str, key: tuple[str, ...], run_id: str | None = 
     if runs:
         load_tables(ctx, {table: key}, run_id=runs[-1])
     return [ledger.run(r) for r in runs], len(letters) - len(replayable)
-
-
-def _iso_utc(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -30,6 +30,11 @@ def fmt(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_fmt(text: str) -> datetime:
+    """The inverse of ``fmt``: ``2026-11-25T04:00:00Z`` -> an aware UTC datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def utc(t: datetime) -> datetime:
     """Naive datetimes are taken as UTC; aware ones are converted."""
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)

@@ -220,13 +220,9 @@ class Loader:
         filled = prefill.finish() if prefill else None
         if filled and prefill:
             result.validations += prefill.result.validations
+        lock = None
         try:
             lock = self.locks.acquire(table) if self.locks else None
-        except BaseException:
-            if filled:
-                filled.session.close()
-            raise
-        try:
             schema_retried = False
             for _ in range(3):  # another loader may finish some batches under our feet
                 try:
@@ -245,6 +241,8 @@ class Loader:
                     schema_retried, filled = True, None
             return result
         finally:
+            if filled:  # _load_once closes the sessions it takes; this one may be left over
+                filled.session.close()
             if lock:
                 lock.release()
 
