@@ -110,6 +110,22 @@ def _lock_url(environ: Mapping[str, str]) -> str | None:
     return url
 
 
+def _port(name: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.strip().isdigit() or not 0 < int(value) < 65536:
+        raise ConfigError(f"{name}={value!r}: expected a port number (1-65535)")
+    return int(value)
+
+
+def _webhook_url(name: str, value: str | None) -> str | None:
+    # Never echo the value: for an incoming webhook the whole URL is the secret.
+    parts = urlsplit(value or "")
+    if value is not None and (parts.scheme not in ("https", "http") or not parts.hostname):
+        raise ConfigError(f"{name}: expected the webhook's https:// URL (value not shown)")
+    return value
+
+
 @dataclass(frozen=True, repr=False)
 class Settings:
     jobs_path: Path
@@ -131,8 +147,18 @@ class Settings:
     aws_session_token: str | None = field(default=None, repr=False)
     sentry_dsn: str | None = field(default=None, repr=False)
     redshift_iam_role: str | None = None
+    redshift_region: str | None = None  # COPY's REGION, only if the bucket is in another one
     maintenance_window: MaintenanceWindow | None = None
     segment_secret: str | None = field(default=None, repr=False)
+    # Alerting and metrics (jankycron/alerts.py, jankycron/metrics.py; see deploy/README.md).
+    slack_webhook_url: str | None = field(default=None, repr=False)  # the URL is the secret
+    smtp_url: str | None = None  # smtp://user:pass@host:587 (STARTTLS) or smtps://...:465
+    alert_from: str = "jankycron@localhost"  # From: of alert e-mails
+    metrics_port: int | None = None  # worker/beat: serve /metrics on this port
+    # Celery operations (jankycron/celery_app.py, docs/operations.md): a running job's
+    # heartbeat, also beat's housekeeping period; the first retry delay of a TransientError.
+    heartbeat: float = 30.0
+    retry_backoff: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -163,8 +189,12 @@ class Settings:
             part_size=parse_size(get("JANKYCRON_PART_SIZE"), "JANKYCRON_PART_SIZE"),
             lock_url=_lock_url(environ),
             lock_wait=parse_duration(get("JANKYCRON_LOCK_WAIT"), "JANKYCRON_LOCK_WAIT"),
-            load_interval=parse_duration(get("JANKYCRON_LOAD_INTERVAL"),
-                                         "JANKYCRON_LOAD_INTERVAL", allow_zero=True),
+            # Redshift: commit about every 10 minutes per table (DESIGN "warehouse rules").
+            load_interval=parse_duration(
+                environ.get("JANKYCRON_LOAD_INTERVAL") or (
+                    "10m" if get("JANKYCRON_WAREHOUSE_URL").startswith("redshift://")
+                    else DEFAULTS["JANKYCRON_LOAD_INTERVAL"]),
+                "JANKYCRON_LOAD_INTERVAL", allow_zero=True),
             load_intervals=parse_intervals(environ.get("JANKYCRON_LOAD_INTERVALS", ""),
                                            "JANKYCRON_LOAD_INTERVALS"),
             aws_endpoint_url=opt("AWS_ENDPOINT_URL_S3") or opt("AWS_ENDPOINT_URL"),
@@ -174,9 +204,19 @@ class Settings:
             aws_session_token=opt("AWS_SESSION_TOKEN"),
             sentry_dsn=opt("SENTRY_DSN"),
             redshift_iam_role=opt("JANKYCRON_REDSHIFT_IAM_ROLE"),
+            redshift_region=opt("JANKYCRON_REDSHIFT_COPY_REGION"),
             maintenance_window=MaintenanceWindow.parse(opt("JANKYCRON_MAINTENANCE_WINDOW"))
             if opt("JANKYCRON_MAINTENANCE_WINDOW") else None,
             segment_secret=opt("JANKYCRON_SEGMENT_SECRET"),
+            slack_webhook_url=_webhook_url("JANKYCRON_SLACK_WEBHOOK_URL",
+                                           opt("JANKYCRON_SLACK_WEBHOOK_URL")),
+            smtp_url=_check_scheme("JANKYCRON_SMTP_URL", opt("JANKYCRON_SMTP_URL"),
+                                   ("smtp", "smtps")) if opt("JANKYCRON_SMTP_URL") else None,
+            alert_from=opt("JANKYCRON_ALERT_FROM") or "jankycron@localhost",
+            metrics_port=_port("JANKYCRON_METRICS_PORT", opt("JANKYCRON_METRICS_PORT")),
+            heartbeat=parse_duration(opt("JANKYCRON_HEARTBEAT") or "30s", "JANKYCRON_HEARTBEAT"),
+            retry_backoff=parse_duration(opt("JANKYCRON_RETRY_BACKOFF") or "30s",
+                                         "JANKYCRON_RETRY_BACKOFF"),
         )
 
     def load_interval_of(self, table: str) -> float:
@@ -197,9 +237,11 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value held, so that output can be scrubbed of them."""
         values = [self.aws_secret_access_key, self.aws_session_token, self.sentry_dsn,
-                  self.segment_secret]
+                  self.segment_secret, self.slack_webhook_url]
+        if self.slack_webhook_url:  # the token is the path; errors may show it without the host
+            values.append(urlsplit(self.slack_webhook_url).path.rstrip("/") or None)
         for url in (self.store_url, self.warehouse_url, self.state_url, self.broker_url,
-                    self.lock_url or ""):
+                    self.lock_url or "", self.smtp_url or ""):
             password = urlsplit(url).password
             values.append(password)
         return [v for v in values if v]

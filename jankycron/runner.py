@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,8 @@ from .job import Job, Routed, Run
 from .ledger import REPLAY_PREFIX, DeadLetter, Ledger, RunStatus
 from .load import Loader, LoadResult, Prefill, open_warehouse
 from .load.warehouse import Warehouse
-from .schedule import Interval, parse_fmt
-from .staging import BatchWriter, RecordError, batch_prefix, encode
+from .schedule import Interval, fmt, parse_fmt
+from .staging import BatchWriter, RecordError, batch_prefix, encode, seq_prefix
 from .store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,11 @@ def _shown(record: Any) -> str:
         return f"<unprintable {type(record).__name__}>"
 
 
+def _seq(ctx: Context, interval: Interval, run_id: str) -> str | None:
+    """The line-order stamp for staged lines, where the warehouse needs one (staging.SEQ_KEY)."""
+    return seq_prefix(interval, run_id) if ctx.warehouse.needs_seq else None
+
+
 def extract(ctx: Context, job: Job, run: Run,
             prefills: dict[str, Prefill | None] | None = None) -> tuple[int, int]:
     """Run the job's generator into staged batches; returns (extracted, staged) counts.
@@ -102,7 +108,8 @@ def extract(ctx: Context, job: Job, run: Run,
     for t in job.tables:
         prefill = (prefills or {}).get(t)
         writers[t] = BatchWriter(store, t, batch_prefix(t, job.name, run.interval, run.run_id),
-                                 settings.part_size, prefill.part_staged if prefill else None)
+                                 settings.part_size, prefill.part_staged if prefill else None,
+                                 seq=_seq(ctx, run.interval, run.run_id))
     rejects: list[DeadLetter] = []
     extracted = 0
     try:
@@ -113,12 +120,11 @@ def extract(ctx: Context, job: Job, run: Run,
             extracted += 1
             table, record = item if isinstance(item, Routed) else (job.table, item)
             try:
-                line = encode(record)
+                writers[table].write_line(encode(record), record)
             except RecordError as e:
                 rejects.append(DeadLetter(f"{run.run_id}.{table}", "stage", extracted, table,
                                           job.name, run.run_id, str(e), _shown(record), ""))
                 continue
-            writers[table].write_line(line, record)
             if extracted % PROGRESS_EVERY == 0:
                 ctx.progress(f"{job.name}: extracted {extracted:,} records")
         staged = [w.close() for w in writers.values()]
@@ -133,20 +139,65 @@ def extract(ctx: Context, job: Job, run: Run,
     return extracted, sum(b.rows for b in staged)
 
 
-def run_job(ctx: Context, job: Job, interval: Interval, *, load: bool = True) -> dict[str, Any]:
+class Heartbeat:
+    """Marks a running run alive in the ledger every ``period`` seconds, from a thread with its
+    own ledger connection, so that the sweeper can tell a killed worker's run from a slow one."""
+
+    def __init__(self, settings: Settings, run_id: str):
+        self.settings, self.run_id = settings, run_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True,
+                                        name=f"jankycron-heartbeat-{run_id}")
+        self._thread.start()
+
+    def _beat(self) -> None:
+        ledger = None
+        try:
+            while not self._stop.wait(self.settings.heartbeat):
+                try:
+                    ledger = ledger or Ledger.open(self.settings)
+                    ledger.heartbeat(self.run_id)
+                except Exception as e:  # a ledger blip; a longer outage makes the run "lost"
+                    log.warning("heartbeat of run %s not recorded: %s", self.run_id, e)
+                    ledger = None
+        finally:
+            if ledger is not None:
+                ledger.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_job(ctx: Context, job: Job, interval: Interval, *, load: bool = True,
+            attempt: int | None = None, task_id: str | None = None) -> dict[str, Any]:
     """Extract, stage and (with ``load``) load one interval of a job; returns the ledger row.
 
     Raises the job's exception (or the loader's) after recording it; a ``SkipRun`` is recorded
-    as ``skipped`` and not raised.
+    as ``skipped`` and not raised. While it runs, the run heartbeats in the ledger.
+    ``attempt`` and ``task_id`` (from the Celery task) are recorded on the run.
     """
     ledger = ctx.ledger
-    run_id = ledger.start_run(job.name, interval)
+    run_id = ledger.start_run(job.name, interval, attempt=attempt, task_id=task_id,
+                              heartbeat=True)
+    heartbeat = Heartbeat(ctx.settings, run_id)
+    try:
+        return _run(ctx, job, interval, run_id, load)
+    finally:
+        heartbeat.stop()
+
+
+def _run(ctx: Context, job: Job, interval: Interval, run_id: str, load: bool) -> dict[str, Any]:
+    ledger = ctx.ledger
     run = Run(job, interval, run_id, dict(ledger.get_state(job.name)))
     run.log.info("extracting %s", interval)
-    # Validate in the warehouse while the job extracts, where the backend can (load.Prefill).
-    prefills = {t: ctx.loader.prefill(t, key, f"{run_id}.{t}")
-                for t, key in job.tables.items()} if load else {}
+    prefills: dict[str, Prefill | None] = {}
     try:
+        # Validate in the warehouse while the job extracts, where the backend can
+        # (load.Prefill); inside the try, so that a warehouse that is down fails the run.
+        if load:
+            prefills = {t: ctx.loader.prefill(t, key, f"{run_id}.{t}")
+                        for t, key in job.tables.items()}
         extracted, staged = extract(ctx, job, run, prefills)
     except BaseException as e:
         for p in prefills.values():
@@ -172,6 +223,27 @@ def run_job(ctx: Context, job: Job, interval: Interval, *, load: bool = True) ->
             if p:
                 p.discard()
     return ledger.run(run_id)
+
+
+def due_tables(ctx: Context, tables: dict[str, tuple[str, ...]], now: datetime | None = None
+               ) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """The tables among ``tables`` whose load is due: their load interval
+    (``JANKYCRON_LOAD_INTERVAL[S]``) has passed since their last load, and they are not backing
+    off after failed loads. Returns them and one line per table that waits, saying why."""
+    now = now or datetime.now(UTC)
+    due, waiting = dict(tables), []
+    for t in list(due):
+        last = ctx.ledger.last_load(t)
+        wait = timedelta(seconds=ctx.settings.load_interval_of(t))
+        retry = ctx.ledger.retry_at(t)
+        if retry and now < retry[0]:
+            waiting.append(f"{t}: backing off after {retry[1]} failed load(s) until "
+                           f"{fmt(retry[0])}; last error: {retry[2]}")
+            del due[t]
+        elif last and now - last < wait:
+            waiting.append(f"{t}: not due; last load {fmt(last)}, next after {fmt(last + wait)}")
+            del due[t]
+    return due, waiting
 
 
 def load_tables(ctx: Context, tables: dict[str, tuple[str, ...]], run_id: str | None = None,
@@ -224,7 +296,7 @@ def replay(ctx: Context, table: str, key: tuple[str, ...], run_id: str | None = 
                             max(parse_fmt(r["end"]) for r in originals))
         new_run = ledger.start_run(job_name, interval)
         writer = BatchWriter(ctx.store, table, f"{REPLAY_PREFIX}{table}/{new_run}",
-                             ctx.settings.part_size)
+                             ctx.settings.part_size, seq=_seq(ctx, interval, new_run))
         try:
             for d in sorted(items, key=lambda d: (d["run_id"], d["line"])):
                 writer.write_line(d["record"].encode() + b"\n", json.loads(d["record"]))

@@ -10,6 +10,12 @@ sortable id, so a retry of the same run rewrites the same keys and a rerun of th
 writes beside the older batch instead of over a batch a loader may be reading. The manifest is
 Redshift's COPY manifest format and is written last: no manifest, no batch.
 
+For warehouses whose COPY does not keep line order (Redshift), each line also carries
+``"__jc_seq":"<interval start>/<run id>/<line>"`` as its last key: the merge keeps the line with
+the greatest one per key ("the last record wins"), exactly as the PostgreSQL and DuckDB
+loaders keep the last line. It never reaches the table, is not counted as a dropped key, and is
+removed from dead-letter records.
+
 Records are encoded one JSON object per line: Decimal as an exact string ("12.50"), datetime
 as ISO 8601 keeping its offset, date and time as ISO 8601, UUID as its string. Anything else
 that JSON cannot hold exactly (NaN, bytes, sets, objects) makes the record a dead letter.
@@ -23,6 +29,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import tempfile
 import uuid
 from collections import Counter
@@ -105,6 +112,23 @@ def batch_prefix(table: str, job: str, interval: Interval, run_id: str) -> str:
     return f"staging/{table}/{job}/{_stamp(interval.start)}_{_stamp(interval.end)}/{run_id}"
 
 
+SEQ_KEY = "__jc_seq"
+_SEQ_TAIL = re.compile(rb',?"__jc_seq":"([^"]*)"}\n?$')
+
+
+def seq_prefix(interval: Interval, run_id: str) -> str:
+    return f"{_stamp(interval.start)}/{run_id}"
+
+
+def split_seq(line: bytes) -> tuple[bytes, str | None]:
+    """A staged line without its ``__jc_seq`` (and without the newline), and the seq."""
+    m = _SEQ_TAIL.search(line)
+    if not m:
+        return line.rstrip(b"\n"), None
+    head = line[:m.start()]
+    return head + b"}", m.group(1).decode()
+
+
 @dataclass
 class StagedBatch:
     """What a closed writer left in the store."""
@@ -127,9 +151,11 @@ class BatchWriter:
     """
 
     def __init__(self, store: Store, table: str, prefix: str, part_size: int,
-                 on_part: Callable[[str], None] | None = None):
+                 on_part: Callable[[str], None] | None = None, seq: str | None = None):
         self.store, self.table, self.prefix, self.part_size = store, table, prefix, part_size
         self.on_part = on_part  # told each part's key once it is in the store
+        # With ``seq`` (see ``seq_prefix``), every line gets its "__jc_seq" (module docstring).
+        self._seq = f',"{SEQ_KEY}":"{seq}/'.encode() if seq else None
         self.rows = 0
         self.parts: list[str] = []
         self._keysets: Counter[tuple[str, ...]] = Counter()
@@ -143,6 +169,11 @@ class BatchWriter:
         self._in_flight: Future | None = None
 
     def write_line(self, line: bytes, record: dict) -> None:
+        if self._seq is not None:
+            if SEQ_KEY in record:
+                raise RecordError(f"the key {SEQ_KEY} is reserved for the loader")
+            tail = self._seq + b"%012d\"}\n" % (self.rows + 1)
+            line = line[:-2] + (tail[1:] if line[-3:-2] == b"{" else tail)
         self._keysets[tuple(record)] += 1
         self._buf.append(line)
         self._buf_len += len(line)

@@ -22,7 +22,7 @@ def golden(name: str) -> str:
 
 def test_copy_matches_golden_sql() -> None:
     sql = copy_sql("github_pull_requests", MANIFEST, "arn:aws:iam::123456789012:role/RedshiftLoad",
-                   columns=["id", "title", "userId", "jc_seq"], schema="analytics")
+                   columns=["id", "title", "userId", "__jc_seq"], schema="analytics")
     assert sql == golden("redshift_copy.sql")
 
 
@@ -35,9 +35,9 @@ def test_noload_has_exactly_the_copy_options_plus_noload() -> None:
 
 def test_merge_matches_golden_sql() -> None:
     statements = [
-        *stage_sql("github_reviews", "jc_stage", "jc_seq", schema="analytics"),
+        *stage_sql("github_reviews", "jc_stage", "__jc_seq", schema="analytics"),
         *merge_sql("github_reviews", "jc_stage", ["repo", "id", "state", "submitted_at"],
-                   ("repo", "id"), "jc_seq", schema="analytics"),
+                   ("repo", "id"), "__jc_seq", schema="analytics"),
     ]
     assert "\n".join(s + ";" for s in statements) == golden("redshift_merge.sql")
 

@@ -29,7 +29,7 @@ from ..schedule import fmt
 from ..staging import open_part, read_manifest
 from ..store import Store
 from .lock import RedisLocks
-from .warehouse import AlreadyLoaded, Column, Loaded, Session, Warehouse
+from .warehouse import AlreadyLoaded, Column, Loaded, Session, Warehouse, isolate
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,14 @@ def open_warehouse(settings: Settings) -> Warehouse:
         from .duckdb import DuckDBWarehouse
 
         return DuckDBWarehouse(settings.warehouse_url, settings.statement_timeout)
-    raise ConfigError(f"JANKYCRON_WAREHOUSE_URL: the {scheme}:// loader is not built yet; use "
-                      "postgresql:// or duckdb://")
+    if scheme == "redshift":
+        from ..store import open_store
+        from .redshift import RedshiftWarehouse
+
+        return RedshiftWarehouse(settings.warehouse_url, settings.statement_timeout,
+                                 open_store(settings), settings.redshift_iam_role,
+                                 settings.redshift_region)
+    raise ConfigError(f"JANKYCRON_WAREHOUSE_URL: no loader for {scheme}://")
 
 
 @dataclass
@@ -78,19 +84,6 @@ class SchemaCache:
 
     def invalidate(self, table: str) -> None:
         self._cache.pop(table, None)
-
-
-def isolate(session: Session, lo: int, hi: int, result: LoadResult) -> list[tuple[int, str]]:
-    """Validate lines lo..hi into stage; return (line, reason) for every line that fails."""
-    result.validations += 1
-    error = session.validate(lo, hi)
-    if error is None:
-        return []
-    if lo == hi:
-        return [(lo, session.probe(lo) or error)]
-    session.index_lines()
-    mid = (lo + hi) // 2
-    return isolate(session, lo, mid, result) + isolate(session, mid + 1, hi, result)
 
 
 @dataclass
@@ -194,8 +187,7 @@ class Loader:
         batches, superseded = choose(self.ledger.pending_batches(table))
         columns = self.schema.columns(table) if batches else []
         rows = sum(b.rows for b in batches)
-        sql = (self.warehouse.session_class.sql_only(table, columns, key).plan_sql(rows)
-               if batches else [])
+        sql = self.warehouse.plan_sql(table, columns, key, rows) if batches else []
         return {
             "table": table, "key": list(key), "rows": rows,
             "batches": [{"id": b.id, "job": b.job, "start": fmt(b.interval.start),
@@ -260,12 +252,13 @@ class Loader:
                 filled.session.close()
             return result
         columns = self.schema.columns(table)
+        fold = str.lower if self.warehouse.folds_case else str
         names = {c.name for c in columns}
-        if any(k not in names for b in pending for k in b.key_counts):
+        if any(fold(k) not in names for b in pending for k in b.key_counts):
             # Keys with no column: dropped, unless the column was added since we cached.
             columns = self.schema.columns(table, fresh=True)
             names = {c.name for c in columns}
-        missing = [k for k in key if k not in names]
+        missing = [k for k in key if fold(k) not in names]
         if missing:
             raise TerminalError(f"table {table} has no column {', '.join(missing)} "
                                 "(its merge key)")
@@ -287,7 +280,7 @@ class Loader:
             if filled:
                 ranges, bad = filled.ranges, filled.bad
             else:
-                ranges, bad = self._fill(session, batches, result)
+                ranges, bad = session.fill(self.store, batches, result)
             if bad:
                 self.progress(f"{table}: {len(bad):,} row(s) refused by the warehouse "
                               f"({result.validations} validations)")
@@ -297,7 +290,7 @@ class Loader:
             loaded: list[Loaded] = []
             for b in batches:
                 lo, hi = ranges[b.id]
-                dropped = {k: c for k, c in b.key_counts.items() if k not in names}
+                dropped = {k: c for k, c in b.key_counts.items() if fold(k) not in names}
                 ok = hi - lo + 1 - rejected.get(b.id, 0)
                 outcomes[b.id] = (BatchStatus.LOADED, ok, rejected.get(b.id, 0), dropped)
                 loaded.append(Loaded(b.id, ok, rejected.get(b.id, 0)))
@@ -326,26 +319,6 @@ class Loader:
             return False
         (b,) = batches
         return read_manifest(self.store, b.manifest_key) == filled.parts
-
-    def _fill(self, session: Session, batches: list[Batch],
-              result: LoadResult) -> tuple[dict[str, tuple[int, int]], list[tuple[int, str]]]:
-        """Stream the batches' lines into the session and validate them."""
-        clock = time.monotonic()
-        ranges: dict[str, tuple[int, int]] = {}
-        n = 0
-        for b in batches:
-            count = 0
-            for part_key in read_manifest(self.store, b.manifest_key):
-                with open_part(self.store, part_key) as part:
-                    count += session.add_lines(part)
-            ranges[b.id] = (n + 1, n + count)
-            n += count
-        log.info("%s: read %d staged lines in %.2fs", session.table, n, time.monotonic() - clock)
-        clock = time.monotonic()
-        bad = isolate(session, 1, n, result) if n else []
-        log.info("%s: %d validation(s) in %.2fs", session.table, result.validations,
-                 time.monotonic() - clock)
-        return ranges, bad
 
     @staticmethod
     def _dead_letters(session: Session, batches: list[Batch], ranges: dict[str, tuple[int, int]],

@@ -1,9 +1,7 @@
 """The SQL the Redshift loader runs, built from templates with our own quoting (REFERENCE §2:
 sqlglot re-renders COPY lossily, so COPY is never round-tripped through it).
 
-Not wired to a backend yet: the Redshift warehouse (connection, catalog, bisection over
-subset manifests, errors from ``sys_load_error_detail``) is the next step of the loader issue.
-These builders are tested against golden SQL in ``tests/golden/``.
+Used by the Redshift warehouse (``redshift.py``); tested against golden SQL in ``tests/golden/``.
 
 Choices, each because of the "nothing silently changed" promise:
 
@@ -82,10 +80,11 @@ def copy_sql(table: str, manifest_url: str, iam_role: str, *, columns: list[str]
 
 def stage_sql(table: str, stage: str, order_column: str, schema: str | None = None) -> list[str]:
     """A session-local staging table like the target (LIKE keeps its DISTKEY, so the merge's
-    join is collocated), plus the column that orders lines for "the last one wins"."""
+    join is collocated, and its NOT NULL rules, so COPY enforces them), plus the column that
+    orders lines for "the last one wins" (staging.SEQ_KEY: it sorts as text)."""
     return [
         f"CREATE TEMP TABLE {ident(stage)} (LIKE {qualified(table, schema)})",
-        f"ALTER TABLE {ident(stage)} ADD COLUMN {ident(order_column)} BIGINT",
+        f"ALTER TABLE {ident(stage)} ADD COLUMN {ident(order_column)} VARCHAR(100)",
     ]
 
 

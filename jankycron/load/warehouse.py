@@ -19,10 +19,18 @@ truncated or shifted. Timestamps with an offset are converted to UTC for ``times
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any
+
+from ..ledger import Batch
+from ..staging import open_part, read_manifest
+from ..store import Store
+
+log = logging.getLogger(__name__)
 
 LOADS_TABLE = "jankycron_loads"
 # What the warehouse has merged, written in the merge's own transaction.
@@ -174,6 +182,31 @@ class Session:
             f"INSERT INTO {t} ({cols}) SELECT {cols} FROM stage",
         ]
 
+    # ---- filling: staged lines -> validated stage -----------------------------------------
+    def fill(self, store: Store, batches: list[Batch], result: Any
+             ) -> tuple[dict[str, tuple[int, int]], list[tuple[int, str]]]:
+        """Stream the batches' lines into ``raw`` and validate them into ``stage``.
+
+        Returns each batch's lines (numbered across the batches, in order) and the
+        ``(line, reason)`` of every line the warehouse refused; ``result.validations`` counts
+        the validations."""
+        clock = time.monotonic()
+        ranges: dict[str, tuple[int, int]] = {}
+        n = 0
+        for b in batches:
+            count = 0
+            for part_key in read_manifest(store, b.manifest_key):
+                with open_part(store, part_key) as part:
+                    count += self.add_lines(part)
+            ranges[b.id] = (n + 1, n + count)
+            n += count
+        log.info("%s: read %d staged lines in %.2fs", self.table, n, time.monotonic() - clock)
+        clock = time.monotonic()
+        bad = isolate(self, 1, n, result) if n else []
+        log.info("%s: %d validation(s) in %.2fs", self.table, result.validations,
+                 time.monotonic() - clock)
+        return ranges, bad
+
     # ---- what each backend implements ----------------------------------------------------
     def add_lines(self, stream: IO[bytes]) -> int:
         """Append the NDJSON lines of a (decompressed) stream to ``raw``; returns how many."""
@@ -234,6 +267,22 @@ class Session:
         raise NotImplementedError
 
 
+def isolate(session: Session, lo: int, hi: int, result: Any) -> list[tuple[int, str]]:
+    """Validate lines lo..hi into stage; return (line, reason) for every line that fails.
+
+    A failing range is halved until each bad line is isolated: k bad lines among n cost
+    O(k log n) validations."""
+    result.validations += 1
+    error = session.validate(lo, hi)
+    if error is None:
+        return []
+    if lo == hi:
+        return [(lo, session.probe(lo) or error)]
+    session.index_lines()
+    mid = (lo + hi) // 2
+    return isolate(session, lo, mid, result) + isolate(session, mid + 1, hi, result)
+
+
 class AlreadyLoaded(Exception):  # noqa: N818 - internal control flow of the loader
     def __init__(self, loaded: list[Loaded]):
         super().__init__(", ".join(x.batch_id for x in loaded))
@@ -244,6 +293,10 @@ class Warehouse:
     """A warehouse connection factory: schema look-ups and load sessions."""
 
     name: str
+    # Does COPY lose line order, so that staged lines must carry staging.SEQ_KEY?
+    needs_seq = False
+    # Does the warehouse fold column names to lower case (JSON keys then match ignoring case)?
+    folds_case = False
     # Can a load session validate on another thread while the job extracts (load.Prefill)?
     # Only where every session has its own connection.
     supports_prefill = False
@@ -255,6 +308,11 @@ class Warehouse:
 
     def session(self, table: str, columns: list[Column], key: tuple[str, ...]) -> Session:
         raise NotImplementedError
+
+    def plan_sql(self, table: str, columns: list[Column], key: tuple[str, ...],
+                 lines: int) -> list[str]:
+        """The statements a load of ``lines`` staged lines runs (for ``load --dry-run``)."""
+        return self.session_class.sql_only(table, columns, key).plan_sql(lines)
 
     def execute_script(self, sql: str) -> None:
         raise NotImplementedError

@@ -1,6 +1,6 @@
 CREATE TEMP TABLE "jc_stage" (LIKE "analytics"."github_reviews");
-ALTER TABLE "jc_stage" ADD COLUMN "jc_seq" BIGINT;
+ALTER TABLE "jc_stage" ADD COLUMN "__jc_seq" VARCHAR(100);
 LOCK "analytics"."github_reviews";
-DELETE FROM "jc_stage" USING (SELECT "repo", "id", MAX("jc_seq") AS jc_last FROM "jc_stage" GROUP BY "repo", "id" HAVING COUNT(*) > 1) d WHERE "jc_stage"."repo" = d."repo" AND "jc_stage"."id" = d."id" AND "jc_stage"."jc_seq" < d.jc_last;
+DELETE FROM "jc_stage" USING (SELECT "repo", "id", MAX("__jc_seq") AS jc_last FROM "jc_stage" GROUP BY "repo", "id" HAVING COUNT(*) > 1) d WHERE "jc_stage"."repo" = d."repo" AND "jc_stage"."id" = d."id" AND "jc_stage"."__jc_seq" < d.jc_last;
 DELETE FROM "analytics"."github_reviews" USING "jc_stage" WHERE "analytics"."github_reviews"."repo" = "jc_stage"."repo" AND "analytics"."github_reviews"."id" = "jc_stage"."id";
 INSERT INTO "analytics"."github_reviews" ("repo", "id", "state", "submitted_at") SELECT "repo", "id", "state", "submitted_at" FROM "jc_stage";
