@@ -70,6 +70,7 @@ class Job:
     timeout: float = 3600.0
     alert: tuple[str, ...] = ()
     owner: str | None = None
+    catchup: bool = True  # after downtime: run every missed interval (True) or only the latest
     source_file: str | None = field(default=None, compare=False)
 
     @property
@@ -93,6 +94,7 @@ def job(
     alert: str | Iterable[str] | None = None,
     owner: str | None = None,
     name: str | None = None,
+    catchup: bool = True,
 ) -> Callable[[Callable], Job]:
     """Declare a job. See the module docstring for an example.
 
@@ -102,6 +104,9 @@ def job(
     - ``retries``: how often a ``TransientError`` is retried (with backoff).
     - ``timeout``: ``"30m"``, ``"2h"`` or seconds.
     - ``alert``: alert route(s) on top of Sentry, e.g. ``"slack:#data-eng"``.
+    - ``catchup``: when beat was down and intervals were missed, ``True`` (the default: drop
+      nothing) runs each missed interval once, oldest first; ``False`` runs only the latest
+      and logs how many were skipped (for jobs whose source only serves "now", say).
     """
     sched = Schedule(schedule)
     if isinstance(table, str):
@@ -124,6 +129,8 @@ def job(
     except ConfigError as e:
         raise JobDefinitionError(str(e)) from None
     alerts = (alert,) if isinstance(alert, str) else tuple(alert or ())
+    if not isinstance(catchup, bool):
+        raise JobDefinitionError(f"catchup must be True or False, got {catchup!r}")
 
     def decorate(fn: Callable) -> Job:
         if not callable(fn):
@@ -137,6 +144,7 @@ def job(
             timeout=timeout_s,
             alert=alerts,
             owner=owner,
+            catchup=catchup,
             source_file=getattr(getattr(fn, "__code__", None), "co_filename", None),
         )
 

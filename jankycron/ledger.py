@@ -36,6 +36,8 @@ class RunStatus:
     FAILED = "failed"
     SKIPPED = "skipped"
     SUPERSEDED = "superseded"  # a newer run of the same interval replaced this one's data
+    RETRIED = "retried"  # this attempt hit a TransientError; a later attempt (a new run) follows
+    LOST = "lost"  # its worker stopped heartbeating (killed); the sweeper re-enqueued it
 
 
 class BatchStatus:
@@ -70,6 +72,22 @@ SCHEMA = [
         reason TEXT NOT NULL, record TEXT NOT NULL, object_key TEXT NOT NULL,
         created_at TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'open',
         PRIMARY KEY (batch_id, phase, line))""",
+    # Per job, for beat (see celery_app / housekeeping): since when it is scheduled, the end of
+    # the newest interval already enqueued, and the last success a missed-run alert was sent for.
+    """CREATE TABLE IF NOT EXISTS jc_schedule (
+        job TEXT PRIMARY KEY, since TEXT NOT NULL, fired_until TEXT, missed_alerted TEXT)""",
+]
+
+# Columns added after the first release: (table, column, type), added when missing, so an
+# existing ledger upgrades itself on open (CREATE TABLE IF NOT EXISTS does not add columns).
+COLUMNS = [
+    ("jc_runs", "attempt", "INTEGER"),  # 1, 2, ...: which try of a Celery task this run is
+    ("jc_runs", "task_id", "TEXT"),  # the Celery task that ran it (the CLI follows it)
+    ("jc_runs", "heartbeat_at", "TEXT"),  # last sign of life of a running run
+]
+INDEXES = [
+    "CREATE INDEX IF NOT EXISTS jc_runs_task ON jc_runs (task_id)",
+    "CREATE INDEX IF NOT EXISTS jc_runs_status ON jc_runs (status)",
 ]
 
 
@@ -144,8 +162,11 @@ class Ledger:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise TransientError(f"ledger {redact(url)} is unreachable: {first}") from None
         with self.transaction() as cur:
+            if self.kind == "postgresql":  # two processes creating a fresh ledger at once
+                cur.execute("SELECT pg_advisory_xact_lock(4242001)")  # ... would collide
             for stmt in SCHEMA:
                 cur.execute(stmt)
+            self._upgrade(cur)
 
     @classmethod
     def open(cls, settings: Settings) -> Ledger:
@@ -178,15 +199,116 @@ class Ledger:
     def _exec(self, sql: str, args: Iterable[Any] = ()) -> None:
         self.conn.cursor().execute(self._sql(sql), tuple(args))
 
+    def _upgrade(self, cur: _Cursor) -> None:
+        """Add the columns of COLUMNS that an older ledger lacks (idempotent; inside the
+        schema transaction, so two processes opening an old ledger at once do not race)."""
+        for table, column, kind in COLUMNS:
+            if self.kind == "sqlite":
+                cur.execute("SELECT 1 FROM pragma_table_info(?) WHERE name = ?", (table, column))
+            else:
+                cur.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                            "current_schema() AND table_name = ? AND column_name = ?",
+                            (table, column))
+            if cur.fetchone() is None:  # PostgreSQL: IF NOT EXISTS too, for a concurrent open
+                guard = "" if self.kind == "sqlite" else "IF NOT EXISTS "
+                cur.execute(f"ALTER TABLE {table} ADD COLUMN {guard}{column} {kind}")
+        for stmt in INDEXES:
+            cur.execute(stmt)
+
+    def _count(self, sql: str, args: Iterable[Any] = ()) -> int:
+        """Execute and return how many rows it changed."""
+        cur = self.conn.cursor()
+        cur.execute(self._sql(sql), tuple(args))
+        return cur.rowcount
+
     # ---------------------------------------------------------------- runs
-    def start_run(self, job: str, interval: Interval) -> str:
-        run_id = new_run_id()
+    def start_run(self, job: str, interval: Interval, *, attempt: int | None = None,
+                  task_id: str | None = None, heartbeat: bool = False) -> str:
+        """A new run, ``running``. ``heartbeat``: the run will heartbeat (``runner.run_job``
+        does), so the sweeper may declare it lost when that stops."""
+        run_id, at = new_run_id(), now()
         self._exec(
-            "INSERT INTO jc_runs (id, job, interval_start, interval_end, status, started_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, job, fmt(interval.start), fmt(interval.end), RunStatus.RUNNING, now()),
+            "INSERT INTO jc_runs (id, job, interval_start, interval_end, status, started_at, "
+            "attempt, task_id, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, job, fmt(interval.start), fmt(interval.end), RunStatus.RUNNING, at,
+             attempt, task_id, at if heartbeat else None),
         )
         return run_id
+
+    def heartbeat(self, run_id: str) -> None:
+        self._exec("UPDATE jc_runs SET heartbeat_at = ? WHERE id = ? AND status = ?",
+                   (now(), run_id, RunStatus.RUNNING))
+
+    def note_attempt(self, run_id: str, attempt: int, error: str | None = None) -> None:
+        """A staged run whose load is tried again (``attempt``), with the last error."""
+        self._exec("UPDATE jc_runs SET attempt = ?, error = COALESCE(?, error) WHERE id = ?",
+                   (attempt, error, run_id))
+
+    def runs_of_task(self, task_id: str) -> list[dict[str, Any]]:
+        """The runs a Celery task made (one per attempt), oldest first."""
+        rows = self._rows("SELECT * FROM jc_runs WHERE task_id = ? ORDER BY id", (task_id,))
+        return [_run_out(r) for r in rows]
+
+    def stale_runs(self, before: datetime) -> list[dict[str, Any]]:
+        """Running runs that heartbeat but whose last heartbeat is older than ``before``."""
+        rows = self._rows("SELECT * FROM jc_runs WHERE status = ? AND heartbeat_at IS NOT NULL "
+                          "AND heartbeat_at < ? ORDER BY id", (RunStatus.RUNNING, fmt(before)))
+        return [{**_run_out(r), "heartbeat_at": r["heartbeat_at"], "task_id": r["task_id"]}
+                for r in rows]
+
+    def mark_lost(self, run_id: str, error: str) -> bool:
+        """``running`` -> ``lost``; False if it was no longer running (it finished meanwhile,
+        or another sweeper got it first)."""
+        return self._count("UPDATE jc_runs SET status = ?, finished_at = ?, error = ? "
+                           "WHERE id = ? AND status = ?",
+                           (RunStatus.LOST, now(), error, run_id, RunStatus.RUNNING)) == 1
+
+    def newer_run(self, run: dict[str, Any]) -> dict[str, Any] | None:
+        """The newest run of the same job and interval started after ``run``, if any."""
+        rows = self._rows("SELECT * FROM jc_runs WHERE job = ? AND interval_start = ? AND "
+                          "interval_end = ? AND id > ? ORDER BY id DESC LIMIT 1",
+                          (run["job"], run["start"], run["end"], run["run_id"]))
+        return _run_out(rows[0]) if rows else None
+
+    def failed_runs(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Intervals whose newest run failed or was lost (started at or after ``since``),
+        oldest interval first: what ``rerun --failed`` re-enqueues."""
+        rows = self._rows(
+            "SELECT r.* FROM jc_runs r WHERE r.status IN (?, ?) AND r.started_at >= ? AND NOT "
+            "EXISTS (SELECT 1 FROM jc_runs n WHERE n.job = r.job AND n.interval_start = "
+            "r.interval_start AND n.interval_end = r.interval_end AND n.id > r.id) "
+            "ORDER BY r.interval_start, r.job",
+            (RunStatus.FAILED, RunStatus.LOST, fmt(since) if since else ""))
+        return [_run_out(r) for r in rows]
+
+    def last_success(self, job: str) -> datetime | None:
+        """The end of the newest interval of ``job`` that is done (loaded, or skipped)."""
+        rows = self._rows("SELECT MAX(interval_end) AS e FROM jc_runs WHERE job = ? AND "
+                          "status IN (?, ?)", (job, RunStatus.SUCCESS, RunStatus.SKIPPED))
+        return parse_fmt(rows[0]["e"]) if rows and rows[0]["e"] else None
+
+    def first_interval_end(self, job: str) -> datetime | None:
+        rows = self._rows("SELECT MIN(interval_end) AS e FROM jc_runs WHERE job = ?", (job,))
+        return parse_fmt(rows[0]["e"]) if rows and rows[0]["e"] else None
+
+    # ---------------------------------------------------------------- beat's bookkeeping
+    def schedule_state(self, job: str) -> dict[str, Any]:
+        """The job's row of jc_schedule, created (``since`` = now) on first sight."""
+        self._exec("INSERT INTO jc_schedule (job, since) VALUES (?, ?) "
+                   "ON CONFLICT (job) DO NOTHING", (job, now()))
+        return self._rows("SELECT * FROM jc_schedule WHERE job = ?", (job,))[0]
+
+    def advance_fired(self, job: str, old: str | None, new: str | None) -> bool:
+        """Compare-and-set the end of the newest enqueued interval: True if it was still
+        ``old`` (so this caller, and no other, enqueues the intervals in between)."""
+        if old is None:
+            return self._count("UPDATE jc_schedule SET fired_until = ? WHERE job = ? AND "
+                               "fired_until IS NULL", (new, job)) == 1
+        return self._count("UPDATE jc_schedule SET fired_until = ? WHERE job = ? AND "
+                           "fired_until = ?", (new, job, old)) == 1
+
+    def set_missed_alerted(self, job: str, marker: str) -> None:
+        self._exec("UPDATE jc_schedule SET missed_alerted = ? WHERE job = ?", (marker, job))
 
     def finish_run(self, run_id: str, status: str, *, error: str | None = None,
                    rows_extracted: int | None = None, rows_staged: int | None = None,
@@ -416,4 +538,5 @@ def _run_out(r: dict[str, Any]) -> dict[str, Any]:
         "rows_loaded": r["rows_loaded"], "rows_rejected": r["rows_rejected"],
         "dropped_keys": json.loads(r["dropped_keys"] or "{}"),
         "started_at": r["started_at"], "finished_at": r["finished_at"], "error": r["error"],
+        "attempt": r.get("attempt"),
     }

@@ -208,8 +208,10 @@ def _run(ctx: Context, job: Job, interval: Interval, run_id: str, load: bool) ->
             run.log.info("skipped: %s", e)
             return ledger.run(run_id)
         ledger.finish_run(run_id, RunStatus.FAILED, error=describe(e, job))
-        run.log.error("failed: %s", describe(e, job),
-                      exc_info=not isinstance(e, JankycronError))
+        # A transient failure is a warning: it is retried, and the alert (one per run, after
+        # the last attempt) is the caller's; an ERROR line would page (Sentry) per attempt.
+        run.log.log(logging.WARNING if isinstance(e, TransientError) else logging.ERROR,
+                    "failed: %s", describe(e, job), exc_info=not isinstance(e, JankycronError))
         raise
     try:
         ledger.save_state(job.name, run.state)

@@ -95,8 +95,8 @@ class StandIn:
 
     def _raise(self, cur: Any, message: str) -> None:
         psycopg2.extensions.cursor.execute(
-            cur, "DO $$ BEGIN RAISE EXCEPTION '%s' USING ERRCODE = 'XX000'; END $$"
-            % message.replace("'", "''''").replace("%", "%%"))
+            cur, "DO $$ BEGIN RAISE EXCEPTION '" + message.replace("'", "''").replace("%", "%%")
+            + "' USING ERRCODE = 'XX000'; END $$")
 
     def copy(self, cur: Any, m: re.Match) -> None:
         run = psycopg2.extensions.cursor.execute

@@ -276,10 +276,13 @@ def test_job_that_skips_exits_0_and_is_skipped(orders_ws: Workspace) -> None:
 # ------------------------------------------------------------------------------ no --local
 
 
-def test_run_without_local_says_the_workers_are_not_built(orders_ws: Workspace) -> None:
-    """Until the Celery path exists, `run` without --local refuses in one line, runs nothing."""
-    proc = orders_ws.cli("run", "orders", "--date", DAY)
-    assert_one_error_line(proc, "not built", "--local")
+def test_run_without_local_and_no_broker_says_so_in_one_line(orders_ws: Workspace) -> None:
+    """`run` without --local enqueues to the workers; with the broker down it says so in one
+    line, without the broker's password, and runs nothing."""
+    proc = orders_ws.cli("run", "orders", "--date", DAY, env={
+        "JANKYCRON_BROKER_URL": f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0",
+        "JANKYCRON_LOCK_URL": "none"})
+    assert_one_error_line(proc, "broker", "unreachable", secrets=(PASSWORD,))
     assert orders_ws.cli_json("history") == []
     assert warehouse_rows(orders_ws, "SELECT count(*) FROM orders") == [(0,)]
 

@@ -42,3 +42,26 @@ def test_durations_and_sizes() -> None:
     assert parse_duration("30m") == 1800 and parse_duration("2h") == 7200
     assert parse_duration(45) == 45 and parse_duration("500ms") == 0.5
     assert parse_size("64MB") == 64 * 1024**2 and parse_size("512kb") == 512 * 1024
+
+
+def test_alert_and_metrics_settings_and_their_secrets() -> None:
+    s = Settings.from_env({
+        "JANKYCRON_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T1/B2/slacktoken",
+        "JANKYCRON_SMTP_URL": "smtps://alerts:mailpass@smtp.internal:465",
+        "JANKYCRON_ALERT_FROM": "jankycron@bank.example", "JANKYCRON_METRICS_PORT": "9100"})
+    assert (s.metrics_port, s.alert_from) == (9100, "jankycron@bank.example")
+    assert "slacktoken" not in repr(s) and "mailpass" not in repr(s)
+    assert {"mailpass", "https://hooks.slack.com/services/T1/B2/slacktoken"} <= set(s.secrets())
+    assert Settings.from_env({}).metrics_port is None
+
+
+@pytest.mark.parametrize("name, value", [
+    ("JANKYCRON_SLACK_WEBHOOK_URL", "hooks.slack.com/services/T1/B2/slacktoken"),
+    ("JANKYCRON_SMTP_URL", "imap://mail.internal"),
+    ("JANKYCRON_METRICS_PORT", "ninety"),
+    ("JANKYCRON_METRICS_PORT", "70000"),
+])
+def test_a_bad_alert_or_metrics_setting_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name) as e:
+        Settings.from_env({name: value})
+    assert "slacktoken" not in str(e.value)  # the webhook URL is the secret: never echoed

@@ -215,6 +215,24 @@ def test_check_exits_1_when_a_job_file_is_broken(good_ws: Workspace) -> None:
     assert proc.returncode == 1
 
 
+def test_check_fails_on_an_alert_route_it_cannot_send_to(good_ws: Workspace) -> None:
+    """A Slack route without the webhook setting would never alert: `check` says so."""
+    good_ws.write_job("noisy", """
+        from jankycron import job
+
+        @job(schedule="0 4 * * *", table="good_orders", key="id", alert="slack:#data-eng")
+        def noisy(run):
+            yield {"id": 1}
+    """)
+    proc = good_ws.cli("check")
+    assert proc.returncode == 1
+    assert "FAIL  job noisy:" in proc.stdout and "JANKYCRON_SLACK_WEBHOOK_URL" in proc.stdout
+    proc = good_ws.cli("check", env={"JANKYCRON_SLACK_WEBHOOK_URL":
+                                     "https://hooks.slack.example/services/T0/B0/s3cret"})
+    assert proc.returncode == 0, proc.stdout
+    assert "s3cret" not in proc.stdout + proc.stderr
+
+
 # ----------------------------------------------------------------------- helper files
 
 

@@ -12,7 +12,8 @@ import pytest
 CORE = ["jankycron", "jankycron.runner", "jankycron.staging", "jankycron.load",
         "jankycron.load.postgres", "jankycron.load.duckdb", "jankycron.ledger",
         "jankycron.discovery", "jankycron.deadletters", "jankycron.store",
-        "jankycron.load.redshift_sql"]
+        "jankycron.load.redshift_sql", "jankycron.load.redshift", "jankycron.housekeeping",
+        "jankycron.sources.http", "jankycron.sources.github"]
 FORBIDDEN = ("celery", "kombu", "flask", "werkzeug", "click", "sentry_sdk", "redbeat")
 
 

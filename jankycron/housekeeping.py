@@ -1,0 +1,148 @@
+"""Beat's bookkeeping, in plain Python over the ledger; the Celery tasks are thin adapters.
+
+- ``fire``: the intervals of a job to enqueue now, by its catch-up policy, each exactly once
+  (a compare-and-set in the ledger, so a second beat or a redelivered tick enqueues nothing);
+- ``sweep``: runs whose worker stopped heartbeating become ``lost``, alert, and run again;
+- ``check_missed``: alerts when a job's newest done interval is older than its schedule allows
+  (a dead man's switch: it runs on whichever worker takes the ops queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from .config import Settings
+from .discovery import Registry
+from .job import Job
+from .ledger import Ledger
+from .schedule import Interval, fmt, parse_fmt
+
+log = logging.getLogger(__name__)
+
+MAX_CATCHUP = 1000  # intervals enqueued by one catch-up; older ones are left to `backfill`
+BACKOFF_CAP = 900.0  # seconds; far below the broker's visibility timeout (REFERENCE §6)
+Enqueue = Callable[[Job, Interval], Any]
+Recover = Callable[[Job, Interval, dict[str, Any]], Any]  # with the lost run's row
+
+
+def backoff(base: float, attempt: int, rng: Callable[[], float] = random.random) -> float:
+    """The delay before retrying after failed attempt ``attempt`` (1, 2, ...): exponential from
+    ``base``, at most BACKOFF_CAP, with "equal jitter" (a random point in the upper half), so
+    that retries of many runs spread out and each delay is still at least the one before."""
+    ceiling = min(BACKOFF_CAP, base * 2 ** (attempt - 1))
+    return ceiling / 2 + rng() * ceiling / 2
+
+
+def lost_after(settings: Settings) -> float:
+    """Seconds without a heartbeat after which a running run is declared lost."""
+    return 3 * settings.heartbeat
+
+
+def grace(job: Job, settings: Settings) -> timedelta:
+    """How long after an interval ends its data may take to land: every attempt at its full
+    timeout, the longest backoff between them, and two housekeeping periods of lag."""
+    waits = sum(min(BACKOFF_CAP, settings.retry_backoff * 2 ** n) for n in range(job.retries))
+    return timedelta(seconds=job.timeout * (job.retries + 1) + waits + 2 * settings.heartbeat)
+
+
+# ---------------------------------------------------------------------------------- fire
+def due_intervals(job: Job, fired_until: datetime | None, now: datetime
+                  ) -> tuple[list[Interval], int]:
+    """The intervals to enqueue at ``now`` when everything up to ``fired_until`` was enqueued,
+    oldest first, and how many missed ones the catch-up policy skips."""
+    latest = job.schedule.latest_complete(now)
+    if fired_until is None:  # first sight of the job: its latest interval (older: backfill)
+        return [latest], 0
+    if latest.end <= fired_until:
+        return [], 0
+    missed = list(job.schedule.intervals_starting(fired_until, latest.end)) or [latest]
+    keep = min(len(missed), MAX_CATCHUP) if job.catchup else 1
+    return missed[-keep:], len(missed) - keep
+
+
+def fire(ledger: Ledger, job: Job, now: datetime, enqueue: Enqueue) -> list[Interval]:
+    """Enqueue the job's due intervals (see ``due_intervals``); returns them."""
+    old = ledger.schedule_state(job.name)["fired_until"]
+    intervals, skipped = due_intervals(job, parse_fmt(old) if old else None, now)
+    if not intervals:
+        return []
+    new = fmt(intervals[-1].end)
+    if not ledger.advance_fired(job.name, old, new):
+        log.info("[%s] due intervals already enqueued by another trigger", job.name)
+        return []
+    if skipped:
+        how = ("catch-up is off for this job (catchup=False)" if not job.catchup else
+               f"a catch-up enqueues at most {MAX_CATCHUP}")
+        log.warning("[%s] skipped %d missed interval(s) before %s: %s; run them with "
+                    "`jankycron backfill` if needed", job.name, skipped, intervals[0], how)
+    try:
+        for interval in intervals:
+            enqueue(job, interval)
+    except BaseException:
+        ledger.advance_fired(job.name, new, old)  # the next tick tries again
+        raise
+    log.info("[%s] enqueued %s", job.name, ", ".join(str(i) for i in intervals))
+    return intervals
+
+
+# --------------------------------------------------------------------------------- sweep
+def sweep(ledger: Ledger, registry: Registry, alerts: Any, settings: Settings, now: datetime,
+          enqueue: Recover) -> list[dict[str, Any]]:
+    """Mark runs that stopped heartbeating as lost, alert, and enqueue their interval again
+    (unless a newer run of it exists, e.g. Celery already redelivered the task)."""
+    cutoff = now - timedelta(seconds=lost_after(settings))
+    lost = []
+    for run in ledger.stale_runs(cutoff):
+        newer = ledger.newer_run(run)
+        rerun = newer is None and run["job"] in registry
+        detail = (f"no heartbeat since {run['heartbeat_at']} (worker killed or host lost); " +
+                  ("enqueued again" if rerun else
+                   f"newer run {newer['run_id']} is {newer['status']}" if newer else
+                   "the job is no longer in jobs/, not enqueued again"))
+        if not ledger.mark_lost(run["run_id"], f"lost: {detail}"):
+            continue  # it finished meanwhile, or another sweeper took it
+        log.warning("[%s %s] lost: %s", run["job"], run["run_id"], detail)
+        task_id = run["task_id"]
+        run = ledger.run(run["run_id"])
+        if run["job"] in registry:
+            job = registry.get(run["job"])
+            alerts.run_lost(job, run, detail)
+            if rerun:
+                enqueue(job, Interval(parse_fmt(run["start"]), parse_fmt(run["end"])),
+                        {**run, "task_id": task_id})
+        lost.append(run)
+    return lost
+
+
+# -------------------------------------------------------------------------------- missed
+def check_missed(ledger: Ledger, registry: Registry, alerts: Any, settings: Settings,
+                 now: datetime) -> list[str]:
+    """Alert for each job whose newest done interval (success or skipped) is older than the
+    newest interval that should have landed by now (see ``grace``). One alert per episode: not
+    again until a newer interval is done. Jobs are watched from when beat first saw them, or
+    from their oldest run in the ledger. Returns the overdue jobs' names."""
+    overdue = []
+    for job in registry:
+        state = ledger.schedule_state(job.name)
+        wait = grace(job, settings)
+        expected = job.schedule.latest_complete(now - wait)
+        first = ledger.first_interval_end(job.name)
+        watched_from = min(filter(None, (parse_fmt(state["since"]), first)))
+        if expected.end <= watched_from:
+            continue
+        last = ledger.last_success(job.name)
+        if last is not None and last >= expected.end:
+            continue
+        overdue.append(job.name)
+        marker = fmt(last) if last else "never"
+        if state["missed_alerted"] == marker:
+            continue  # already alerted for this episode
+        log.warning("[%s] missed: newest done interval ends %s, expected %s by %s", job.name,
+                    marker, fmt(expected.end), fmt(expected.end + wait))
+        alerts.run_missed(job, last, expected.end + wait)
+        ledger.set_missed_alerted(job.name, marker)
+    return overdue

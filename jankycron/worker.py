@@ -1,0 +1,48 @@
+"""The one module that builds a Celery app at import, for the Celery command line::
+
+    celery -A jankycron.worker worker    # add -Q jankycron.ops for a small ops-only worker
+    celery -A jankycron.worker beat      # RedBeat; start two: one active, one hot standby
+
+Settings come from the environment, jobs from ``JANKYCRON_JOBS_PATH``; restart both after
+changing jobs/. A broken job file is skipped and logged as an error (which Sentry reports);
+the other jobs run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery.signals import beat_init, worker_init
+
+from .celery_app import make_celery
+from .config import Settings
+from .discovery import discover
+
+log = logging.getLogger(__name__)
+
+settings = Settings.from_env(os.environ)
+registry, errors = discover(settings.jobs_path)
+app = make_celery(settings, registry)
+
+
+def _started(role: str) -> None:
+    from .alerts import init_sentry
+    from .metrics import start_worker_metrics
+
+    init_sentry(settings, celery=True)
+    start_worker_metrics(settings, role)  # JANKYCRON_METRICS_PORT (beat: + 1); off when unset
+    for e in errors:
+        log.error("skipped broken job file %s", e)
+    log.info("jankycron: %d job(s) from %s", len(registry), settings.jobs_path)
+
+
+@worker_init.connect
+def _worker_started(**_: Any) -> None:
+    _started("worker")
+
+
+@beat_init.connect
+def _beat_started(**_: Any) -> None:
+    _started("beat")

@@ -1,0 +1,62 @@
+"""A worker killed mid-run (SIGKILL of its whole process group, as when a container or host
+dies) loses nothing: its run stops heartbeating, the sweeper marks it lost, alerts once and
+runs the interval again on another worker, and every row lands exactly once. The operator's
+`jankycron run`, waiting meanwhile, gets the outcome of the run that finished."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date
+
+from celery_helpers import DEADLINE, Cluster, cluster_fixture, hooks_fixture, wait_until  # noqa: F401
+
+ROWS = 80  # ~4 s of extraction: time to kill the worker mid-run
+SLOW = '''
+import time
+from jankycron import job
+
+@job(schedule="0 3 * * *", table="items", key="id", timeout="2m", alert="{hook}")
+def slow(run):
+    day = int(run.start.timestamp()) // 86400
+    for i in range({rows}):
+        time.sleep(0.05)
+        yield {{"id": day * 1000 + i, "label": "row %d" % i}}
+'''
+DAY = "2026-11-20"
+
+
+def test_a_run_whose_worker_is_killed_completes_on_another_and_lands_once(
+        cluster: Cluster) -> None:
+    cluster.rows("CREATE TABLE items (id bigint NOT NULL, label text)")
+    cluster.ws.write_job("slow", SLOW.format(hook=cluster.hooks.url, rows=ROWS))
+    doomed = cluster.worker("doomed", concurrency=1)
+    operator = subprocess.Popen([sys.executable, "-m", "jankycron", "run", "slow", "--date", DAY],
+                                cwd=cluster.ws.path, env=cluster.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: "extracting" in doomed.text(), "the run to start extracting")
+        doomed.kill()  # mid-extraction
+        assert operator.poll() is None  # still waiting for its run
+
+        cluster.worker("rescuer")
+        cluster.beat()  # the sweeper is a beat task
+        out, err = operator.communicate(timeout=DEADLINE)
+    finally:
+        if operator.poll() is None:
+            operator.kill()
+    assert operator.returncode == 0, out + err
+    assert f"success; {ROWS} extracted, {ROWS} loaded, 0 dead-lettered" in out
+    assert "running again after its worker died (lost: no heartbeat since" in err
+
+    day = (date.fromisoformat(DAY) - date(1970, 1, 1)).days
+    assert cluster.rows(f"SELECT count(*), count(DISTINCT id) FROM items WHERE id / 1000 = "
+                        f"{day}") == [(ROWS, ROWS)]
+    runs = [r for r in cluster.runs("slow") if r["start"].startswith(DAY)]
+    assert [r["status"] for r in runs] == ["lost", "success"], runs
+    assert runs[0]["rows_loaded"] == 0
+    (lost,) = cluster.hooks.events("run_lost", "slow")
+    assert lost["run_id"] == runs[0]["run_id"]
+    assert not cluster.hooks.events("run_failed")
+    assert os.path.exists(doomed.log_path)
