@@ -542,9 +542,18 @@ def _replay(app: App, table: str, run_id: str | None, as_json: bool) -> None:
 @command(cli, "migrate")
 @click.option("--path", "path", default="warehouse", show_default=True,
               help="Folder of NNNN_name.sql files.")
-def migrate_cmd(app: App, path: str) -> None:
-    """Apply the warehouse DDL migrations that have not run yet, in order."""
-    applied = migrations.apply(app.ctx.warehouse, path)
+@click.option("--allow-destructive", is_flag=True,
+              help="Apply migrations with DROP, TRUNCATE, DELETE or ALTER ... DROP.")
+@click.option("--dry-run", is_flag=True, help="Print the SQL this warehouse would run.")
+def migrate_cmd(app: App, path: str, allow_destructive: bool, dry_run: bool) -> None:
+    """Apply the warehouse DDL migrations that have not run yet, in order.
+
+    Files are written for Redshift; PostgreSQL and DuckDB get their local form."""
+    if dry_run:
+        for name, sql in migrations.plan(app.ctx.warehouse, path):
+            click.echo(f"-- {name}\n{sql.rstrip()}\n")
+        return
+    applied = migrations.apply(app.ctx.warehouse, path, allow_destructive)
     for name in applied:
         click.echo(f"applied {name}")
     if not applied:
