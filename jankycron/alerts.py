@@ -39,6 +39,7 @@ import sentry_sdk
 from sentry_sdk.crons import capture_checkin
 
 from .config import Settings
+from .runner import ALERTED_BY_CALLER
 from .schedule import fmt
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,8 @@ def _before_send(secrets: list[str]) -> Callable[[dict, dict], dict | None]:
     secrets = sorted(set(secrets), key=len, reverse=True)  # longest first: a URL before its path
 
     def before_send(event: dict, hint: dict) -> dict | None:
+        if getattr((hint or {}).get("log_record"), ALERTED_BY_CALLER, False):
+            return None  # the runner's "failed:" line: run_failed sends the run's one event
         try:
             event = _scrub_deep(event, secrets)
             job = (event.get("tags") or {}).get("job")

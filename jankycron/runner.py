@@ -38,6 +38,8 @@ from .store import Store, open_store
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 100_000
+# A log record attribute: the run's failure is alerted by the caller (Sentry skips the record).
+ALERTED_BY_CALLER = "jankycron_alerted_by_caller"
 
 
 class Context:
@@ -210,8 +212,11 @@ def _run(ctx: Context, job: Job, interval: Interval, run_id: str, load: bool) ->
         ledger.finish_run(run_id, RunStatus.FAILED, error=describe(e, job))
         # A transient failure is a warning: it is retried, and the alert (one per run, after
         # the last attempt) is the caller's; an ERROR line would page (Sentry) per attempt.
+        # Marked so that Sentry drops this line's event: the alert for the run is the event
+        # (alerts.Alerts.run_failed), one per run, not one per log line.
         run.log.log(logging.WARNING if isinstance(e, TransientError) else logging.ERROR,
-                    "failed: %s", describe(e, job), exc_info=not isinstance(e, JankycronError))
+                    "failed: %s", describe(e, job), exc_info=not isinstance(e, JankycronError),
+                    extra={ALERTED_BY_CALLER: True})
         raise
     try:
         ledger.save_state(job.name, run.state)

@@ -22,7 +22,9 @@ from sentry_sdk.transport import Transport
 
 from jankycron.alerts import Alerts, bind_sentry, check_route, init_sentry, monitor_slug
 from jankycron.config import Settings
+from jankycron.discovery import discover
 from jankycron.job import job
+from jankycron.runner import Context, run_job
 
 SLACK_TOKEN = "T0001/B0002/sekritSlackToken"
 HOOK_TOKEN = "hookTokenXYZ"
@@ -283,6 +285,33 @@ def test_each_job_gets_its_own_sentry_issue_tagged_with_its_run(sentry) -> None:
     assert (tags["interval_start"], tags["interval_end"]) == (RUN["start"], RUN["end"])
     assert events[1]["tags"]["run_id"] == "second"
     assert DB_PASSWORD not in transport.raw() and "publickey" not in json.dumps(events)
+
+
+def test_a_failed_run_is_one_sentry_event_not_one_per_log_line(sentry, duck_ws) -> None:
+    """The runner logs the failure at ERROR (for the worker's log) and the task alerts it:
+    Sentry gets the alert only, so one failed run is one event in its job's issue."""
+    transport, s = sentry
+    duck_ws.write_job("broken", """
+        from jankycron import job
+
+        @job(schedule="0 0 * * *", table="t", key="id")
+        def broken(run):
+            raise ValueError("the source sent nonsense")
+            yield {}
+    """)
+    registry, _ = discover(duck_ws.jobs)
+    the_job = registry.get("broken")
+    ctx = Context(duck_ws.settings)
+    with sentry_sdk.isolation_scope():
+        bind_sentry(the_job, RUN)
+        with pytest.raises(ValueError):
+            run_job(ctx, the_job, the_job.interval_on(datetime(2026, 11, 20).date()))
+        [row] = ctx.ledger.history("broken")
+        Alerts(s).run_failed(the_job, row, row["error"])
+    ctx.close()
+    [event] = transport.items("event")
+    assert event["fingerprint"] == ["jankycron-job", "broken"]
+    assert "the source sent nonsense" in json.dumps(event)
 
 
 def test_an_error_captured_inside_a_bound_run_groups_with_its_job_and_is_scrubbed(
