@@ -159,6 +159,15 @@ class Settings:
     # heartbeat, also beat's housekeeping period; the first retry delay of a TransientError.
     heartbeat: float = 30.0
     retry_backoff: float = 30.0
+    # Status page access (jankycron/status.py): HTTP basic auth and/or a header a trusted
+    # reverse proxy sets (e.g. X-Forwarded-User); none set: the status page is open.
+    status_user: str | None = None
+    status_password: str | None = field(default=None, repr=False)
+    status_auth_header: str | None = None
+    # Segment webhook (jankycron/webhooks.py): the Redis holding its event stream (default: the
+    # broker when it is Redis) and the largest request body taken (Actions batches: <= 4,000).
+    webhook_redis_url: str | None = None
+    webhook_max_body: int = 16 * 1024**2
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -217,6 +226,15 @@ class Settings:
             heartbeat=parse_duration(opt("JANKYCRON_HEARTBEAT") or "30s", "JANKYCRON_HEARTBEAT"),
             retry_backoff=parse_duration(opt("JANKYCRON_RETRY_BACKOFF") or "30s",
                                          "JANKYCRON_RETRY_BACKOFF"),
+            status_user=opt("JANKYCRON_STATUS_USER"),
+            status_password=opt("JANKYCRON_STATUS_PASSWORD"),
+            status_auth_header=opt("JANKYCRON_STATUS_AUTH_HEADER"),
+            webhook_redis_url=_check_scheme("JANKYCRON_WEBHOOK_REDIS_URL",
+                                            opt("JANKYCRON_WEBHOOK_REDIS_URL"), ("redis", "rediss"))
+            if opt("JANKYCRON_WEBHOOK_REDIS_URL") else get("JANKYCRON_BROKER_URL")
+            if urlsplit(get("JANKYCRON_BROKER_URL")).scheme in ("redis", "rediss") else None,
+            webhook_max_body=parse_size(opt("JANKYCRON_WEBHOOK_MAX_BODY") or "16MB",
+                                        "JANKYCRON_WEBHOOK_MAX_BODY"),
         )
 
     def load_interval_of(self, table: str) -> float:
@@ -237,7 +255,7 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value held, so that output can be scrubbed of them."""
         values = [self.aws_secret_access_key, self.aws_session_token, self.sentry_dsn,
-                  self.segment_secret, self.slack_webhook_url]
+                  self.segment_secret, self.slack_webhook_url, self.status_password]
         if self.slack_webhook_url:  # the token is the path; errors may show it without the host
             values.append(urlsplit(self.slack_webhook_url).path.rstrip("/") or None)
         for url in (self.store_url, self.warehouse_url, self.state_url, self.broker_url,

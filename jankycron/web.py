@@ -20,6 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from .alerts import scrub
 from .config import Settings
 from .metrics import LedgerSource, ledger_registry
+from .status import bp as status_page
+from .webhooks import segment_webhook
 
 
 @dataclass
@@ -36,6 +38,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     source = LedgerSource(settings)
     app.extensions["jankycron"] = WebState(settings, source, ledger_registry(source))
     app.register_blueprint(ops)
+    app.register_blueprint(status_page)  # /, /jobs/<name>, /loader: see status.py
+    app.register_blueprint(segment_webhook)  # POST /webhooks/segment
     return app
 
 
