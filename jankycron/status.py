@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, render_template, request
 from flask.blueprints import BlueprintSetupState
 
+from . import ledger_views
 from .alerts import parse_route, scrub
 from .config import Settings, redact
 from .discovery import JobFileError, Registry, discover
@@ -291,9 +292,9 @@ def job_rows(registry: Registry, ledger: Ledger, state: StatusState, days: int,
     start = datetime(first.year, first.month, first.day, tzinfo=UTC)
     until = start + timedelta(days=days)
     runs: dict[str, dict[Interval, dict[str, Any]]] = {}
-    for r in ledger.interval_runs(fmt(start), fmt(until)):
+    for r in ledger_views.interval_runs(ledger, fmt(start), fmt(until)):
         runs.setdefault(r["job"], {})[Interval(parse_fmt(r["start"]), parse_fmt(r["end"]))] = r
-    watched = ledger.watched_since()
+    watched = ledger_views.watched_since(ledger)
     names = {j.name for j in registry} | set(runs) | set(ledger.last_runs())
     rows = []
     for name in sorted(names):
@@ -442,10 +443,10 @@ def _day_cell(job: Job, day: date, state: StatusState, now: datetime) -> Cell:
     """The intervals of ``job`` starting on ``day`` (a day outside the grid's period)."""
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     with current_app.extensions["jankycron"].source.ledger() as ledger:
+        day_runs = ledger_views.interval_runs(ledger, fmt(start), fmt(start + timedelta(days=1)))
         runs = {Interval(parse_fmt(r["start"]), parse_fmt(r["end"])): r
-                for r in ledger.interval_runs(fmt(start), fmt(start + timedelta(days=1)))
-                if r["job"] == job.name}
-        watched = ledger.watched_since().get(job.name)
+                for r in day_runs if r["job"] == job.name}
+        watched = ledger_views.watched_since(ledger).get(job.name)
     wait = grace(job, state.settings)
     intervals = set(runs) | set(itertools.islice(
         job.schedule.intervals_starting(start, start + timedelta(days=1)), PER_DAY_CAP))
@@ -458,9 +459,9 @@ def loader_page() -> tuple[str, int]:
     state = status_state()
     registry, _ = state.registry()
     with current_app.extensions["jankycron"].source.ledger() as ledger:
-        queues = ledger.table_queues()
-        batches = ledger.pending_batch_list()
-        reasons = ledger.deadletter_reasons()
+        queues = ledger_views.table_queues(ledger)
+        batches = ledger_views.pending_batch_list(ledger)
+        reasons = ledger_views.deadletter_reasons(ledger)
     tables = sorted(set(registry.tables()) | set(queues) | {r["table_name"] for r in reasons})
     holders, lock_problem = state.lock_holders(tables)
     empty = {"pending": 0, "pending_rows": 0, "oldest_pending": None, "last_load": None,

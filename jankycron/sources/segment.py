@@ -146,17 +146,12 @@ class Drain:
             if "BUSYGROUP" not in str(e):
                 raise
 
-    def _batch_statuses(self, run_id: str) -> set[str]:
-        # No public "batches of a run" in the ledger yet; this is the one query needed.
-        rows = self.ledger._rows("SELECT status FROM jc_batches WHERE run_id = ?", (run_id,))
-        return {r["status"] for r in rows}
-
     def settle(self, held: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Ack the ranges of runs whose batches all loaded; keep those still pending; forget
         (unacked, so they are read again) those superseded or unknown. Returns the kept."""
         kept = []
         for entry in held:
-            statuses = self._batch_statuses(entry["run"])
+            statuses = self.ledger.batch_statuses(entry["run"])
             if statuses == {BatchStatus.LOADED}:
                 acked = self.ack(entry["ranges"])
                 self.log.info("acknowledged %d stream entries of run %s", acked, entry["run"])

@@ -1,0 +1,309 @@
+"""Commands that run jobs: run, backfill, rerun (through the workers or --local), dev."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from ..config import Settings, redact
+from ..errors import ConfigError, JankycronError
+from ..job import Job
+from ..runner import describe, load_tables, run_job
+from ..schedule import Interval, parse_day, parse_fmt
+from . import App, _dump, _print_run, cli, command
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------ through the workers
+def _enqueued(app: App, tasks: list[tuple[str, Any]], as_json: bool) -> None:
+    """--no-wait: what was enqueued, with the task ids (stdout), and return."""
+    if as_json:
+        return _dump([{"task_id": res.id, "what": label} for label, res in tasks])
+    for label, res in tasks:
+        click.echo(f"{res.id}  {label}")
+
+
+def _progress(app: App, res: Any) -> str:
+    """One line on where a task is: from the ledger's runs of the task, else Celery's state."""
+    runs = app.ctx.ledger.runs_of_task(res.id)
+    state = res.state
+    if runs:
+        last = runs[-1]
+        attempt = f" (attempt {last['attempt']})" if (last["attempt"] or 1) > 1 else ""
+        if last["status"] in ("running", "staged") and state not in ("SUCCESS", "FAILURE"):
+            lost = [r for r in runs[:-1] if r["status"] == "lost"]
+            again = f" again after its worker died ({lost[-1]['error']})" if lost else ""
+            return {"running": "running", "staged": "staged, loading"}[last["status"]] + \
+                attempt + again
+        if last["status"] == "retried" and state != "FAILURE":
+            return f"retrying: {last['error']}"
+        if last["status"] == "lost" and state not in ("SUCCESS", "FAILURE"):
+            return f"{last['error']}; waiting for it"
+        if last["status"] == "staged" and state == "RETRY":
+            return f"load retrying: {last['error']}"
+    if state == "PENDING":
+        return "queued"
+    if state == "RETRY":
+        return "waiting for the running run of this interval"
+    return {"STARTED": "started", "SUCCESS": "done", "FAILURE": "failed"}.get(state,
+                                                                             state.lower())
+
+
+def _wait(app: App, tasks: list[tuple[str, Any]]) -> tuple[list[Any], list[str]]:
+    """Wait for enqueued tasks, printing each one's progress on stderr as it changes. Returns
+    the results of those that succeeded (in order) and one line per failure."""
+    shown: dict[str, str] = {res.id: "queued" for _, res in tasks}
+    secrets = app.settings.secrets()
+    results: dict[str, Any] = {}
+    errors: list[str] = []
+    todo = list(tasks)
+    try:
+        while todo:
+            for label, res in list(todo):
+                done = res.ready()
+                note = _progress(app, res)
+                if shown.get(res.id) != note and not (done and note in ("done", "failed")):
+                    shown[res.id] = note
+                    for secret in secrets:  # a job's own error text may hold anything
+                        note = note.replace(secret, "***")
+                    click.echo(f"{label}: {note}", err=True)
+                if not done:
+                    continue
+                todo.remove((label, res))
+                outcome = res.result
+                if not res.successful():
+                    text = str(outcome) if isinstance(outcome, JankycronError) else \
+                        f"{type(outcome).__name__}: {outcome}"
+                    text = (text.strip().splitlines() or ["?"])[0]
+                    errors.append(text if text.startswith("job ") else f"{label}: {text}")
+                elif isinstance(outcome, dict) and outcome.get("status") == "dropped":
+                    errors.append(f"{label}: {outcome['error']}")
+                else:
+                    results[res.id] = outcome
+            if todo:  # a long backfill is polled less often
+                time.sleep(min(5.0, 0.5 + len(todo) / 100))
+    except KeyboardInterrupt:
+        click.echo("stopped waiting; what was enqueued goes on on the workers "
+                   "(see jankycron history)", err=True)
+        raise click.exceptions.Exit(130) from None
+    return [results[res.id] for _, res in tasks if res.id in results], errors
+
+
+def _runs_done(app: App, results: list[Any]) -> list[dict[str, Any]]:
+    return [app.ctx.ledger.run(r["run_id"]) for r in results
+            if isinstance(r, dict) and r.get("run_id")]
+
+
+# -------------------------------------------------------------------------------------- run
+@command(cli, "run")
+@click.argument("job_name", metavar="JOB")
+@click.option("--date", "day", help="The interval that starts on this day (YYYY-MM-DD, or "
+              "YYYY-MM-DDTHH:MM for jobs that run several times a day). Default: the latest "
+              "complete interval.")
+@click.option("--local", is_flag=True, help="Run in this process instead of on the workers.")
+@click.option("--no-wait", is_flag=True, help="Return once enqueued, printing the task id.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+def run_cmd(app: App, job_name: str, day: str | None, local: bool, no_wait: bool,
+            as_json: bool) -> None:
+    """Run JOB for one interval and load its data: on the workers (waiting for the outcome,
+    with progress on stderr), or in this process with --local."""
+    job = app.registry.get(job_name)
+    interval = (job.interval_on(parse_day(day)) if day
+                else job.schedule.latest_complete(datetime.now(UTC)))
+    if local:
+        try:
+            row = run_job(app.ctx, job, interval)
+        except JankycronError:
+            raise
+        except Exception as e:  # the job's own bug: recorded in the ledger, one line here
+            raise JankycronError(f"job {job.name} failed: {describe(e, job)}") from None
+    else:
+        from ..celery_app import Trigger, send_run
+
+        task = (f"{job.name} {interval}", send_run(app.celery, job, interval, Trigger.CLI))
+        if no_wait:
+            return _enqueued(app, [task], as_json)
+        click.echo(f"{task[0]}: queued (task {task[1].id})", err=True)
+        results, errors = _wait(app, [task])
+        if errors:
+            raise JankycronError(errors[0])
+        row = _runs_done(app, results)[0]
+    if as_json:
+        return _dump([row])
+    _print_run(row)
+
+
+@command(cli, "backfill")
+@click.argument("job_name", metavar="JOB")
+@click.option("--start", "start", required=True, help="First day (YYYY-MM-DD).")
+@click.option("--end", "end", required=True, help="Last day, inclusive (YYYY-MM-DD).")
+@click.option("--local", is_flag=True, help="Run in this process instead of on the workers.")
+@click.option("--no-wait", is_flag=True, help="Return once enqueued, printing the task ids.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+def backfill_cmd(app: App, job_name: str, start: str, end: str, local: bool, no_wait: bool,
+                 as_json: bool) -> None:
+    """Run JOB for every interval starting between --start and --end, oldest first.
+
+    All intervals are extracted and staged first, then loaded in one merge per table.
+    """
+    job = app.registry.get(job_name)
+    first, last = parse_day(start), parse_day(end)
+    first_t = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    until = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+    if until <= first_t:
+        raise ConfigError(f"--end {end} is before --start {start}")
+    intervals: list[Interval] = list(job.schedule.intervals_starting(first_t, until))
+    if not intervals:
+        raise ConfigError(f"no interval of {job.schedule.expr!r} starts in {start}..{end}")
+    if local:
+        rows, failed = _backfill_local(app, job, intervals)
+    else:
+        from ..celery_app import Trigger, send_load, send_run
+
+        n = len(intervals)
+        tasks = [(f"[{i}/{n}] {iv}", send_run(app.celery, job, iv, Trigger.BACKFILL, load=False))
+                 for i, iv in enumerate(intervals, 1)]
+        if no_wait:  # the staged batches load on the next loader tick
+            return _enqueued(app, tasks, as_json)
+        results, errors = _wait(app, tasks)
+        for line in errors:
+            click.echo(line, err=True)
+        failed = len(errors)
+        _, load_errors = _wait(app, [(f"load {t}", send_load(app.celery, t))
+                                     for t in job.tables])
+        rows = _runs_done(app, results)
+        if load_errors:
+            raise JankycronError(load_errors[0])
+    if as_json:
+        _dump(rows)
+    else:
+        for row in rows:
+            _print_run(row)
+    if failed:
+        raise JankycronError(f"{failed} of {len(intervals)} interval(s) failed; "
+                             f"see jankycron history {job.name}")
+
+
+def _backfill_local(app: App, job: Job, intervals: list[Interval]
+                    ) -> tuple[list[dict[str, Any]], int]:
+    run_ids, failed = [], 0
+    for i, interval in enumerate(intervals, 1):
+        try:
+            row = run_job(app.ctx, job, interval, load=False)
+            click.echo(f"[{i}/{len(intervals)}] {interval}: {row['status']}, "
+                       f"{row['rows_staged']:,} staged", err=True)
+        except Exception as e:  # one interval's failure (recorded) does not stop the others
+            failed += 1
+            click.echo(f"[{i}/{len(intervals)}] {interval}: failed: {describe(e, job)}", err=True)
+            continue
+        run_ids.append(row["run_id"])
+    load_tables(app.ctx, job.tables)
+    return [app.ctx.ledger.run(r) for r in run_ids], failed
+
+
+@command(cli, "rerun")
+@click.option("--failed", is_flag=True, help="Every interval whose newest run failed or was "
+              "lost.")
+@click.option("--since", help="Only runs started on or after this day (YYYY-MM-DD) or time.")
+@click.option("--no-wait", is_flag=True, help="Return once enqueued, printing the task ids.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new runs as JSON.")
+def rerun_cmd(app: App, failed: bool, since: str | None, no_wait: bool, as_json: bool) -> None:
+    """Run again, on the workers, the intervals whose newest run failed (--failed)."""
+    if not failed:
+        raise click.UsageError("say what to rerun: jankycron rerun --failed [--since D]")
+    since_t = None
+    if since:
+        day = parse_day(since)
+        since_t = day if isinstance(day, datetime) else \
+            datetime(day.year, day.month, day.day, tzinfo=UTC)
+    registry = app.registry
+    runs = []
+    for r in app.ctx.ledger.failed_runs(since_t):
+        if r["job"] in registry:
+            runs.append(r)
+        else:
+            click.echo(f"warning: {r['job']} {r['start']}..{r['end']} failed, but the job is "
+                       "no longer in jobs/: not rerun", err=True)
+    if not runs:
+        click.echo("nothing to rerun")
+        return
+    from ..celery_app import Trigger, send_run
+
+    tasks = [(f"{r['job']} {r['start']}..{r['end']}",
+              send_run(app.celery, registry.get(r["job"]),
+                       Interval(parse_fmt(r["start"]), parse_fmt(r["end"])), Trigger.RERUN))
+             for r in runs]
+    if no_wait:
+        return _enqueued(app, tasks, as_json)
+    click.echo(f"rerunning {len(tasks)} interval(s)", err=True)
+    results, errors = _wait(app, tasks)
+    for line in errors:
+        click.echo(line, err=True)
+    rows = _runs_done(app, results)
+    if as_json:
+        _dump(rows)
+    else:
+        for row in rows:
+            _print_run(row)
+    if errors:
+        raise JankycronError(f"{len(errors)} of {len(tasks)} rerun(s) failed; "
+                             "see jankycron history")
+
+
+# -------------------------------------------------------------------------------------- dev
+@command(cli, "dev")
+@click.option("--port", default=5000, show_default=True, help="The web app's port.")
+def dev_cmd(app: App, port: int) -> None:
+    """Web + worker + beat in one command, for one machine. Without JANKYCRON_BROKER_URL the
+    broker is kombu's filesystem:// transport under ./var (no Redis needed) and beat keeps its
+    schedule in ./var/celerybeat-schedule. Ctrl-C stops all of them."""
+    from ..celery_app import OPS_QUEUE, RUNS_QUEUE, make_celery
+
+    env = dict(os.environ)
+    if not env.get("JANKYCRON_BROKER_URL"):
+        env["JANKYCRON_BROKER_URL"] = "filesystem://"
+    make_celery(Settings.from_env(env), app.registry)  # a bad setting: one line, before starting
+    python = sys.executable
+    procs = {"worker+beat": [python, "-m", "celery", "-A", "jankycron.worker", "worker", "-B",
+                             "--concurrency", "1", "--loglevel", "INFO",
+                             "--queues", f"{RUNS_QUEUE},{OPS_QUEUE}"]}
+    try:
+        import jankycron.web  # noqa: F401
+    except ImportError as e:
+        click.echo(f"web: not started ({e})", err=True)
+    else:
+        procs["web"] = [python, "-m", "flask", "--app", "jankycron.web:create_app", "run",
+                        "--port", str(port)]
+    running = {name: subprocess.Popen(argv, env=env) for name, argv in procs.items()}
+    click.echo(f"jankycron dev: {', '.join(running)} (broker {redact(env['JANKYCRON_BROKER_URL'])}"
+               f"{f', web on http://127.0.0.1:{port}' if 'web' in running else ''}); "
+               "Ctrl-C stops", err=True)
+    code = 0
+    try:
+        while all(p.poll() is None for p in running.values()):
+            time.sleep(0.5)
+        name, proc = next((n, p) for n, p in running.items() if p.poll() is not None)
+        code = proc.returncode or 1
+        click.echo(f"{name} exited ({proc.returncode}); stopping the others", err=True)
+    except KeyboardInterrupt:
+        click.echo("stopping", err=True)
+    finally:
+        for proc in running.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in running.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if code:
+        raise click.exceptions.Exit(code)
+
