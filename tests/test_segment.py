@@ -87,13 +87,15 @@ def test_a_signed_event_is_stored_before_the_200(r: redis.Redis) -> None:
     assert stored(r) == [body]
 
 
-@pytest.mark.parametrize("case", ["missing", "wrong secret", "tampered body", "not hex"])
+@pytest.mark.parametrize("case", ["missing", "wrong secret", "tampered body", "not hex",
+                                  "not ascii"])
 def test_a_bad_or_missing_signature_is_401_and_nothing_is_stored(
         r: redis.Redis, case: str, caplog: pytest.LogCaptureFixture) -> None:
     client = create_app(settings()).test_client()
     body = json.dumps(event("m-1")).encode()
     signature = {"missing": None, "wrong secret": sign(body, "other"),
-                 "tampered body": sign(body.replace(b"m-1", b"m-2")), "not hex": "x" * 40}[case]
+                 "tampered body": sign(body.replace(b"m-1", b"m-2")), "not hex": "x" * 40,
+                 "not ascii": "é" * 40}[case]
     resp = post(client, body, signature=signature)
     assert resp.status_code == 401
     assert ("missing" if case == "missing" else "bad") in resp.get_json()["error"]
