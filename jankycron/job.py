@@ -71,6 +71,7 @@ class Job:
     alert: tuple[str, ...] = ()
     owner: str | None = None
     catchup: bool = True  # after downtime: run every missed interval (True) or only the latest
+    rerun_replaces: bool = True  # a second run of an interval replaces the first's batches
     source_file: str | None = field(default=None, compare=False)
 
     @property
@@ -95,6 +96,7 @@ def job(
     owner: str | None = None,
     name: str | None = None,
     catchup: bool = True,
+    rerun_replaces: bool = True,
 ) -> Callable[[Callable], Job]:
     """Declare a job. See the module docstring for an example.
 
@@ -107,6 +109,10 @@ def job(
     - ``catchup``: when beat was down and intervals were missed, ``True`` (the default: drop
       nothing) runs each missed interval once, oldest first; ``False`` runs only the latest
       and logs how many were skipped (for jobs whose source only serves "now", say).
+    - ``rerun_replaces``: ``True`` (the default) when a run of an interval re-extracts the
+      same data, so a rerun's batches replace the older run's (and its dead letters); ``False``
+      when each run reads new data (draining a stream), so every run's batches load and every
+      run's dead letters stay listed.
     """
     sched = Schedule(schedule)
     if isinstance(table, str):
@@ -131,6 +137,8 @@ def job(
     alerts = (alert,) if isinstance(alert, str) else tuple(alert or ())
     if not isinstance(catchup, bool):
         raise JobDefinitionError(f"catchup must be True or False, got {catchup!r}")
+    if not isinstance(rerun_replaces, bool):
+        raise JobDefinitionError(f"rerun_replaces must be True or False, got {rerun_replaces!r}")
 
     def decorate(fn: Callable) -> Job:
         if not callable(fn):
@@ -145,6 +153,7 @@ def job(
             alert=alerts,
             owner=owner,
             catchup=catchup,
+            rerun_replaces=rerun_replaces,
             source_file=getattr(getattr(fn, "__code__", None), "co_filename", None),
         )
 

@@ -84,6 +84,8 @@ COLUMNS = [
     ("jc_runs", "attempt", "INTEGER"),  # 1, 2, ...: which try of a Celery task this run is
     ("jc_runs", "task_id", "TEXT"),  # the Celery task that ran it (the CLI follows it)
     ("jc_runs", "heartbeat_at", "TEXT"),  # last sign of life of a running run
+    # 0: a batch of a job whose reruns do not replace (Job.rerun_replaces); NULL counts as 1
+    ("jc_batches", "replaces", "INTEGER"),
 ]
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS jc_runs_task ON jc_runs (task_id)",
@@ -115,6 +117,7 @@ class Batch:
     manifest_key: str
     rows: int
     key_counts: dict[str, int]
+    replaces: bool = True  # does a newer run of its interval supersede it (Job.rerun_replaces)?
 
     @property
     def is_replay(self) -> bool:
@@ -363,14 +366,16 @@ class Ledger:
 
     # ---------------------------------------------------------------- batches
     def add_batch(self, run_id: str, job: str, interval: Interval, table: str,
-                  manifest_key: str, rows: int, key_counts: dict[str, int]) -> str:
+                  manifest_key: str, rows: int, key_counts: dict[str, int],
+                  replaces: bool = True) -> str:
         batch_id = f"{run_id}.{table}"
         self._exec(
             "INSERT INTO jc_batches (id, run_id, job, table_name, interval_start, interval_end,"
-            " manifest_key, rows, key_counts, status, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " manifest_key, rows, key_counts, status, created_at, replaces)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (batch_id, run_id, job, table, fmt(interval.start), fmt(interval.end), manifest_key,
-             rows, json.dumps(key_counts, sort_keys=True), BatchStatus.PENDING, now()),
+             rows, json.dumps(key_counts, sort_keys=True), BatchStatus.PENDING, now(),
+             int(replaces)),
         )
         return batch_id
 
@@ -414,7 +419,8 @@ class Ledger:
         return [
             Batch(r["id"], r["run_id"], r["job"], r["table_name"],
                   Interval(parse_fmt(r["interval_start"]), parse_fmt(r["interval_end"])),
-                  r["manifest_key"], r["rows"], json.loads(r["key_counts"]))
+                  r["manifest_key"], r["rows"], json.loads(r["key_counts"]),
+                  r["replaces"] is None or bool(r["replaces"]))
             for r in rows
         ]
 
@@ -444,7 +450,8 @@ class Ledger:
                         "AND batch_id IN (SELECT o.id FROM jc_batches o JOIN jc_batches b ON "
                         "o.job = b.job AND o.table_name = b.table_name AND o.interval_start = "
                         "b.interval_start AND o.interval_end = b.interval_end AND o.id < b.id "
-                        "WHERE b.id = ? AND substr(b.manifest_key, 1, ?) <> ?)",
+                        "WHERE b.id = ? AND substr(b.manifest_key, 1, ?) <> ? "
+                        "AND (b.replaces IS NULL OR b.replaces <> 0))",
                         (bid, len(REPLAY_PREFIX), REPLAY_PREFIX))
             run_ids = {bid.rsplit(".", 1)[0] for bid in outcomes}
             for run_id in sorted(run_ids):

@@ -137,7 +137,7 @@ def extract(ctx: Context, job: Job, run: Run,
     deadletters.write(store, ctx.ledger, rejects)
     for b in staged:
         ctx.ledger.add_batch(run.run_id, job.name, run.interval, b.table, b.manifest_key, b.rows,
-                             b.key_counts)
+                             b.key_counts, replaces=job.rerun_replaces)
     return extracted, sum(b.rows for b in staged)
 
 

@@ -21,6 +21,7 @@ from jankycron.sources import segment
     retries=3,  # Redis unreachable: retried with backoff; nothing was acknowledged
     timeout="30m",
     owner="data-eng",
+    rerun_replaces=False,  # each run drains new events: a rerun adds to, never replaces, a run
 )
 def segment_events(run):
     settings = Settings.from_env(os.environ)

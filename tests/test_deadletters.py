@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import date
 
 import pytest
 from conftest import S3, Workspace, create_table, warehouse_rows
+
+from jankycron.discovery import discover
+from jankycron.runner import Context, load_tables, run_job
 
 TABLE = """CREATE TABLE people (
     id int NOT NULL,
@@ -146,3 +150,36 @@ def test_a_nul_character_postgres_cannot_store_is_one_dead_letter(pg_ws: Workspa
     (letter,) = pg_ws.cli_json("deadletters")
     assert "cannot read the record" in letter["reason"] and "\\u0000" in letter["reason"]
     assert json.loads(letter["record"])["id"] == 2
+
+
+DRAIN = '''
+from jankycron import job
+
+@job(schedule="0 0 * * *", table="inbox", key="id", rerun_replaces=False)
+def inbox(run):
+    # Each run reads what is new (a stream drain): its records differ from the last run's.
+    n = run.state.get("n", 0)
+    run.state["n"] = n + 1
+    yield {"id": n * 10 + 1, "v": 1}
+    yield {"id": n * 10 + 2, "v": "not a number"}
+'''
+
+
+def test_runs_of_a_job_whose_reruns_do_not_replace_all_land(duck_ws: Workspace) -> None:
+    """rerun_replaces=False (a stream drain): two runs of one interval, staged before either
+    was loaded and then one after, each land their rows, and every dead letter stays listed."""
+    create_table(duck_ws, "CREATE TABLE inbox (id int NOT NULL, v int)")
+    duck_ws.write_job("inbox", DRAIN)
+    registry, _ = discover(duck_ws.jobs)
+    job = registry.get("inbox")
+    ctx = Context(duck_ws.settings)
+    interval = job.interval_on(date(2026, 11, 20))
+    run_job(ctx, job, interval, load=False)
+    run_job(ctx, job, interval, load=False)
+    load_tables(ctx, job.tables)
+    run_job(ctx, job, interval)
+    ctx.close()
+    assert warehouse_rows(duck_ws, "SELECT id FROM inbox ORDER BY id") == [(1,), (11,), (21,)]
+    letters = duck_ws.cli_json("deadletters")
+    assert sorted(json.loads(d["record"])["id"] for d in letters) == [2, 12, 22]
+    assert [r["status"] for r in duck_ws.cli_json("history")] == ["success"] * 3

@@ -356,14 +356,16 @@ def test_with_redis_down_the_drain_fails_and_acknowledges_nothing(duck_ws: Works
     assert counts(ws)["segment_tracks"] == 2
 
 
-def test_a_superseded_drain_batch_is_read_again_not_lost(duck_ws: Workspace, r: redis.Redis,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A rerun of an interval replaces that interval's pending batch, but a drain's rerun does
-    not read the same events again: the replaced run's entries must come back, not be acked."""
+def test_a_rerun_of_a_drain_interval_adds_to_it_and_loses_nothing(
+        duck_ws: Workspace, r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drain's rerun reads new entries, not the same ones again: with rerun_replaces=False
+    its batch does not supersede the interval's earlier batch, so both land, and every entry
+    is acknowledged once its rows are loaded."""
     ws = segment_ws(duck_ws)
     for name, value in ws.env.items():  # the job reads its environment, as in production
         monkeypatch.setenv(name, value)
     job = discover(ws.jobs)[0].get("segment_events")
+    assert job.rerun_replaces is False
     x, y, z = (job.interval_on(datetime(2026, 11, 25, 10, m, tzinfo=UTC)) for m in (0, 5, 10))
     client = create_app(ws.settings).test_client()
     ctx = Context(ws.settings)
@@ -372,13 +374,13 @@ def test_a_superseded_drain_batch_is_read_again_not_lost(duck_ws: Workspace, r: 
         run_job(ctx, job, x, load=False)  # staged; the load comes later (Redshift: every 10m)
         assert post(client, event("b-1")).status_code == 200
         run_job(ctx, job, y, load=False)
-        run_job(ctx, job, x, load=False)  # an operator reruns x: nothing new to read
-        load_tables(ctx, job.tables)  # x's first batch is superseded by the empty rerun
-        assert warehouse_rows(ws, "SELECT id FROM segment_tracks") == [("b-1",)]
-
-        run_job(ctx, job, z)  # finds x's first run superseded: reads its entries again
+        assert post(client, event("c-1")).status_code == 200
+        run_job(ctx, job, x, load=False)  # an operator reruns x: it reads only c-1
+        load_tables(ctx, job.tables)  # x's first batch is not replaced by the rerun
         assert sorted(warehouse_rows(ws, "SELECT id FROM segment_tracks")) == [
-            ("a-1",), ("a-2",), ("b-1",)]
+            ("a-1",), ("a-2",), ("b-1",), ("c-1",)]
+        run_job(ctx, job, z)  # acknowledges what the loaded runs read
+        assert pending(r) == 0
         run_job(ctx, job, z)
         assert pending(r) == 0 and r.xlen(segment.STREAM) == 0
     finally:

@@ -166,9 +166,10 @@ def choose(pending: list[Batch]) -> tuple[list[Batch], list[Batch]]:
     interval superseded (a rerun replaces). ``pending`` is ordered by interval, then run id."""
     newest: dict[tuple, Batch] = {}
     for b in pending:
-        if not b.is_replay:
+        if b.replaces and not b.is_replay:
             newest[(b.job, b.interval)] = b
-    superseded = [b for b in pending if not b.is_replay and newest[(b.job, b.interval)] is not b]
+    superseded = [b for b in pending if b.replaces and not b.is_replay
+                  and newest[(b.job, b.interval)] is not b]
     gone = {b.id for b in superseded}
     return [b for b in pending if b.id not in gone], superseded
 
