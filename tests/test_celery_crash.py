@@ -6,6 +6,7 @@ runs the interval again on another worker, and every row lands exactly once. The
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from datetime import date
@@ -60,3 +61,35 @@ def test_a_run_whose_worker_is_killed_completes_on_another_and_lands_once(
     assert lost["run_id"] == runs[0]["run_id"]
     assert not cluster.hooks.events("run_failed")
     assert os.path.exists(doomed.log_path)
+
+
+def test_a_run_whose_pool_child_is_killed_is_delivered_again_and_lands_once(
+        cluster: Cluster) -> None:
+    """Only the pool process dies (the OOM killer's usual pick): the worker's main process
+    rejects the task back to the queue (task_reject_on_worker_lost, acks late), a new pool
+    process runs it, the dead attempt is marked lost, and every row lands exactly once."""
+    cluster.rows("CREATE TABLE items (id bigint NOT NULL, label text)")
+    cluster.ws.write_job("slow", SLOW.format(hook=cluster.hooks.url, rows=ROWS))
+    worker = cluster.worker("survivor", concurrency=1)
+    operator = subprocess.Popen([sys.executable, "-m", "jankycron", "run", "slow", "--date", DAY],
+                                cwd=cluster.ws.path, env=cluster.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: "extracting" in worker.text(), "the run to start extracting")
+        children = subprocess.run(["pgrep", "-P", str(worker.popen.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        assert len(children) == 1, children  # concurrency 1: one pool process
+        os.kill(int(children[0]), signal.SIGKILL)
+        out, err = operator.communicate(timeout=DEADLINE)
+    finally:
+        if operator.poll() is None:
+            operator.kill()
+    assert worker.popen.poll() is None  # the worker itself lived on
+    assert operator.returncode == 0, out + err
+    assert f"success; {ROWS} extracted, {ROWS} loaded, 0 dead-lettered" in out
+    day = (date.fromisoformat(DAY) - date(1970, 1, 1)).days
+    assert cluster.rows(f"SELECT count(*), count(DISTINCT id) FROM items WHERE id / 1000 = "
+                        f"{day}") == [(ROWS, ROWS)]
+    runs = [r for r in cluster.runs("slow") if r["start"].startswith(DAY)]
+    assert [r["status"] for r in runs] == ["lost", "success"], runs
+    assert not cluster.hooks.events("run_failed")
