@@ -93,3 +93,31 @@ def test_a_run_whose_pool_child_is_killed_is_delivered_again_and_lands_once(
     runs = [r for r in cluster.runs("slow") if r["start"].startswith(DAY)]
     assert [r["status"] for r in runs] == ["lost", "success"], runs
     assert not cluster.hooks.events("run_failed")
+
+
+KILLER = '''
+import os, signal
+from jankycron import job
+
+@job(schedule="0 3 * * *", table="items", key="id", timeout="2m", alert="{hook}")
+def killer(run):
+    yield {{"id": 1, "label": "first"}}
+    os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does to a greedy job
+'''
+
+
+def test_a_task_that_keeps_killing_its_worker_fails_once_with_one_alert(
+        cluster: Cluster) -> None:
+    """Delivered again after each death, but not forever: after three, the run fails with one
+    alert and the waiting operator gets a one-line error."""
+    cluster.rows("CREATE TABLE items (id bigint NOT NULL, label text)")
+    cluster.ws.write_job("killer", KILLER.format(hook=cluster.hooks.url))
+    worker = cluster.worker("victim", concurrency=1)
+    proc = cluster.ws.cli("run", "killer", "--date", DAY, env=cluster.env, timeout=DEADLINE)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "worker died 3 times" in proc.stderr and "Traceback" not in proc.stderr
+    assert worker.popen.poll() is None
+    runs = [r for r in cluster.runs("killer") if r["start"].startswith(DAY)]
+    assert [r["status"] for r in runs] == ["lost", "lost", "failed"], runs
+    assert len(cluster.hooks.events("run_failed", "killer")) == 1
+    assert cluster.rows("SELECT count(*) FROM items") == [(0,)]
