@@ -38,6 +38,10 @@ class SkipRun(JankycronError):  # noqa: N818 - control flow, named like huey's C
     """Raised by a job when there is nothing to do for this interval; the run is 'skipped'."""
 
 
+class RunTimedOut(TerminalError):  # noqa: N818 - reads as what happened
+    """A run went past its job's ``timeout``."""
+
+
 class ConfigError(TerminalError):
     """A setting is missing or malformed."""
 

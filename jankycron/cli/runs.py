@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
 
 from ..config import Settings, redact
-from ..errors import ConfigError, JankycronError
+from ..errors import ConfigError, JankycronError, RunTimedOut
 from ..job import Job
 from ..runner import describe, load_tables, run_job
 from ..schedule import Interval, parse_day, parse_fmt
@@ -120,7 +123,8 @@ def run_cmd(app: App, job_name: str, day: str | None, local: bool, no_wait: bool
                 else job.schedule.latest_complete(datetime.now(UTC)))
     if local:
         try:
-            row = run_job(app.ctx, job, interval)
+            with time_limit(job):
+                row = run_job(app.ctx, job, interval)
         except JankycronError:
             raise
         except Exception as e:  # the job's own bug: recorded in the ledger, one line here
@@ -192,12 +196,29 @@ def backfill_cmd(app: App, job_name: str, start: str, end: str, local: bool, no_
                              f"see jankycron history {job.name}")
 
 
+@contextlib.contextmanager
+def time_limit(job: Job) -> Iterator[None]:
+    """Enforce the job's ``timeout`` on a ``--local`` run, as the workers do: past it, the run
+    fails "timed out" (a SIGALRM timer; this is the CLI's main thread)."""
+    def expired(signum: int, frame: Any) -> None:
+        raise RunTimedOut(f"timed out after {job.timeout:.0f}s (the job's timeout)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, job.timeout)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _backfill_local(app: App, job: Job, intervals: list[Interval]
                     ) -> tuple[list[dict[str, Any]], int]:
     run_ids, failed = [], 0
     for i, interval in enumerate(intervals, 1):
         try:
-            row = run_job(app.ctx, job, interval, load=False)
+            with time_limit(job):
+                row = run_job(app.ctx, job, interval, load=False)
             click.echo(f"[{i}/{len(intervals)}] {interval}: {row['status']}, "
                        f"{row['rows_staged']:,} staged", err=True)
         except Exception as e:  # one interval's failure (recorded) does not stop the others
