@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import psycopg2
@@ -129,7 +130,59 @@ class PostgresWarehouse(Warehouse):
             self._conn.close()
 
 
-class PostgresSession(Session):
+class SqlSession(Session):
+    """What the psycopg2 sessions (PostgreSQL, Redshift) share: queries on the session's own
+    connection, the ``jankycron_loads`` look-up, and the merge transaction around the
+    backend's lock and merge statements."""
+
+    wh: PostgresWarehouse
+    conn: Any
+
+    def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self.wh.errors("query"), self.conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+
+    def already_loaded(self, batch_ids: list[str]) -> list[Loaded]:
+        if not batch_ids:
+            return []
+        rows = self._fetch(f"SELECT batch_id, rows_loaded, rows_rejected FROM {LOADS_TABLE} "
+                           "WHERE batch_id IN %s", (tuple(batch_ids),))
+        return [Loaded(*r) for r in rows]
+
+    def _merge(self, lock: str, statements: list[str], done: list[Loaded], dropped_keys: str,
+               before_commit: Callable[[], None] | None) -> None:
+        """One transaction: ``lock`` the target, refuse batches another loader recorded first
+        (``AlreadyLoaded``), run the merge ``statements``, record ``done`` in
+        ``jankycron_loads``, ``before_commit``, COMMIT; anything raised rolls back."""
+        with self.wh.errors("merge"), self.conn.cursor() as cur:
+            cur.execute("BEGIN")
+            try:
+                cur.execute(lock)
+                cur.execute(f"SELECT batch_id, rows_loaded, rows_rejected FROM {LOADS_TABLE} "
+                            "WHERE batch_id IN %s", (tuple(d.batch_id for d in done),))
+                raced = [Loaded(*r) for r in cur.fetchall()]
+                if raced:
+                    raise AlreadyLoaded(raced)
+                for stmt in statements:
+                    cur.execute(stmt)
+                at = datetime.now(UTC).replace(tzinfo=None)
+                cur.executemany(
+                    f"INSERT INTO {LOADS_TABLE} (batch_id, table_name, rows_loaded, "
+                    "rows_rejected, dropped_keys, loaded_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                    [(d.batch_id, self.table, d.rows_loaded, d.rows_rejected, dropped_keys, at)
+                     for d in done],
+                )
+                if before_commit:
+                    before_commit()
+            except BaseException:
+                if not self.conn.closed:
+                    cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+
+class PostgresSession(SqlSession):
     def __init__(self, wh: PostgresWarehouse, table: str, columns: list[Column],
                  key: tuple[str, ...]):
         super().__init__(table, columns, key)
@@ -201,47 +254,11 @@ class PostgresSession(Session):
         rows = self._fetch("SELECT jc_line, doc FROM raw WHERE jc_line = ANY(%s)", (list(ns),))
         return dict(rows)
 
-
-    def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self.wh.errors("query"), self.conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall()
-
-    def already_loaded(self, batch_ids: list[str]) -> list[Loaded]:
-        rows = self._fetch(
-            f"SELECT batch_id, rows_loaded, rows_rejected FROM {LOADS_TABLE} "
-            "WHERE batch_id = ANY(%s)", (batch_ids,))
-        return [Loaded(*r) for r in rows]
-
     def merge(self, done: list[Loaded], dropped_keys: str,
               before_commit: Callable[[], None] | None = None) -> None:
-        t = quote_ident(self.table)
-        with self.wh.errors("merge"), self.conn.cursor() as cur:
-            cur.execute("BEGIN")
-            try:
-                # One merge per table at a time; readers are not blocked.
-                cur.execute(f"LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE")
-                cur.execute(f"SELECT batch_id, rows_loaded, rows_rejected FROM {LOADS_TABLE} "
-                            "WHERE batch_id = ANY(%s)", ([d.batch_id for d in done],))
-                raced = [Loaded(*r) for r in cur.fetchall()]
-                if raced:
-                    raise AlreadyLoaded(raced)
-                for stmt in self.merge_sql():
-                    cur.execute(stmt)
-                cur.executemany(
-                    f"INSERT INTO {LOADS_TABLE} (batch_id, table_name, rows_loaded, "
-                    "rows_rejected, dropped_keys, loaded_at) VALUES (%s, %s, %s, %s, %s, "
-                    "now() AT TIME ZONE 'UTC')",
-                    [(d.batch_id, self.table, d.rows_loaded, d.rows_rejected, dropped_keys)
-                     for d in done],
-                )
-                if before_commit:
-                    before_commit()
-            except BaseException:
-                if not self.conn.closed:
-                    cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
+        # One merge per table at a time; readers are not blocked.
+        lock = f"LOCK TABLE {quote_ident(self.table)} IN SHARE ROW EXCLUSIVE MODE"
+        self._merge(lock, self.merge_sql(), done, dropped_keys, before_commit)
 
     def close(self) -> None:
         if not self.conn.closed:

@@ -41,8 +41,8 @@ from ..ledger import Batch
 from ..staging import SEQ_KEY, read_manifest, split_seq
 from ..store import Store
 from . import redshift_sql as sql
-from .postgres import PostgresWarehouse, _first_line
-from .warehouse import LOADS_TABLE, AlreadyLoaded, Column, Loaded, Session
+from .postgres import PostgresWarehouse, SqlSession, _first_line
+from .warehouse import LOADS_TABLE, Column, Loaded, Session
 
 STAGE = "jc_stage"
 LOADS_DDL = (  # Redshift keeps PRIMARY KEY as information only; the loader's merge checks it.
@@ -179,7 +179,7 @@ class _RedshiftErrors:
         return bool(self.inner.__exit__(kind, exc, tb))
 
 
-class RedshiftSession(Session):
+class RedshiftSession(SqlSession):
     def __init__(self, wh: RedshiftWarehouse, table: str, columns: list[Column],
                  key: tuple[str, ...]):
         super().__init__(table.lower(), columns, tuple(k.lower() for k in key))
@@ -371,48 +371,13 @@ class RedshiftSession(Session):
     def raw_lines(self, ns: Iterable[int]) -> dict[int, str]:
         return {n: self._raw.get(n, "") for n in ns}
 
-    def _fetch(self, statement: str, args: tuple = ()) -> list[tuple]:
-        with self.wh.errors("query"), self.conn.cursor() as cur:
-            cur.execute(statement, args)
-            return cur.fetchall()
-
     # ---- the merge ------------------------------------------------------------------------
-    def already_loaded(self, batch_ids: list[str]) -> list[Loaded]:
-        if not batch_ids:
-            return []
-        rows = self._fetch(f"SELECT batch_id, rows_loaded, rows_rejected FROM {LOADS_TABLE} "
-                           "WHERE batch_id IN %s", (tuple(batch_ids),))
-        return [Loaded(*r) for r in rows]
-
     def merge(self, done: list[Loaded], dropped_keys: str,
               before_commit: Callable[[], None] | None = None) -> None:
         names = [c.name for c in self.columns]
         lock, *rest = sql.merge_sql(self.table, STAGE, names, self.key, SEQ_KEY)
-        with self.wh.errors("merge"), self.conn.cursor() as cur:
-            cur.execute("BEGIN")
-            try:
-                cur.execute(lock)  # merges of one table queue here instead of failing (1023)
-                cur.execute(f"SELECT batch_id, rows_loaded, rows_rejected FROM {LOADS_TABLE} "
-                            "WHERE batch_id IN %s", (tuple(d.batch_id for d in done),))
-                raced = [Loaded(*r) for r in cur.fetchall()]
-                if raced:
-                    raise AlreadyLoaded(raced)
-                for stmt in rest:
-                    cur.execute(stmt)
-                at = datetime.now(UTC).replace(tzinfo=None)
-                cur.executemany(
-                    f"INSERT INTO {LOADS_TABLE} (batch_id, table_name, rows_loaded, "
-                    "rows_rejected, dropped_keys, loaded_at) VALUES (%s, %s, %s, %s, %s, %s)",
-                    [(d.batch_id, self.table, d.rows_loaded, d.rows_rejected, dropped_keys, at)
-                     for d in done],
-                )
-                if before_commit:
-                    before_commit()
-            except BaseException:
-                if not self.conn.closed:
-                    cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
+        # LOCK first: merges of one table queue instead of failing (error 1023).
+        self._merge(lock, rest, done, dropped_keys, before_commit)
 
     def close(self) -> None:
         for key in self._written:  # manifests and part copies of this load only
