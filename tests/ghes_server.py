@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from conftest import http_server
 
 TOKEN = "ghs_test_token_5f2a9c0d1e"
 
@@ -265,17 +267,9 @@ class GHES:
 
     @contextmanager
     def serve(self) -> Iterator[GHES]:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{server.server_address[1]}/api/v3"
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        try:
+        with http_server(_handler(self)) as root:
+            self.base = root + "/api/v3"
             yield self
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(10)
 
 
 def _handler(ghes: GHES) -> type[BaseHTTPRequestHandler]:
