@@ -60,6 +60,35 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         thread.join(10)
 
 
+@dataclass
+class Served:
+    """A running gunicorn: where it answers and, once stopped, what it logged."""
+
+    url: str
+    port: int
+    output: str = ""
+
+
+@contextmanager
+def gunicorn(cwd: Path, env: dict[str, str], workers: int = 2) -> Iterator[Served]:
+    """The web app (``jankycron.web:create_app()``) served by a real gunicorn on a free port
+    while the block runs, with ``env`` over this environment; its log must hold no traceback."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
+         str(workers), "jankycron.web:create_app()"],
+        cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    served = Served(f"http://127.0.0.1:{port}", port)
+    try:
+        wait_for_port(port)
+        yield served
+    finally:
+        proc.terminate()
+        served.output, _ = proc.communicate(timeout=30)
+    assert "Traceback" not in served.output, served.output
+
+
 # ------------------------------------------------------------------------------ PostgreSQL
 @pytest.fixture
 def pg_url() -> Iterator[str]:

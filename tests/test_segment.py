@@ -11,8 +11,6 @@ import json
 import os
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from conftest import ROOT, Workspace, free_port, wait_for_port, warehouse_rows
+from conftest import ROOT, Workspace, free_port, gunicorn, warehouse_rows
 
 from jankycron.config import Settings
 from jankycron.discovery import discover
@@ -200,17 +198,12 @@ def chunked_post(port: int, body: bytes, signature: str) -> int:
 
 
 def test_gunicorn_serves_the_webhook(r: redis.Redis, tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "JANKYCRON_SEGMENT_SECRET": SECRET, "JANKYCRON_WEBHOOK_REDIS_URL": REDIS,
+    env = {"JANKYCRON_SEGMENT_SECRET": SECRET, "JANKYCRON_WEBHOOK_REDIS_URL": REDIS,
            "JANKYCRON_WEBHOOK_MAX_BODY": "8KB",
            "JANKYCRON_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-         "jankycron.web:create_app()"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for_port(port)
-        url = f"http://127.0.0.1:{port}/webhooks/segment"
+    with gunicorn(tmp_path, env) as web:
+        port = web.port
+        url = f"{web.url}/webhooks/segment"
         single = json.dumps(event("g-1")).encode()
         batch = json.dumps([event("g-2"), event("g-3", "screen", name="Home")]).encode()
         for body, n in ((single, 1), (batch, 2)):
@@ -224,10 +217,7 @@ def test_gunicorn_serves_the_webhook(r: redis.Redis, tmp_path: Path) -> None:
         small = json.dumps(event("g-4")).encode()
         assert chunked_post(port, small, sign(small)) == 200
         assert stored(r) == [single, batch, small]
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
-    assert "Traceback" not in out and SECRET not in out, out
+    assert SECRET not in web.output, web.output
 
 
 # ------------------------------------------------------------------------------ the drain

@@ -10,14 +10,12 @@ the distribution's. Without them this test fails, saying so; it does not skip.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_for_port
+from conftest import gunicorn
 from test_status_page import SCRIPT, failed_run, loaded_run, write_jobs
 
 from jankycron.ledger import Ledger
@@ -74,21 +72,11 @@ def server(tmp_path: Path) -> Iterator[str]:
     ledger.start_run("orders", daily(-2), heartbeat=True)
     loaded_run(ledger, "orders", "orders", daily(-1), 80)
     ledger.close()
-    port = free_port()
-    env = {**os.environ, "JANKYCRON_STATE_URL": state, "JANKYCRON_JOBS_PATH": "jobs",
+    env = {"JANKYCRON_STATE_URL": state, "JANKYCRON_JOBS_PATH": "jobs",
            "JANKYCRON_LOCK_URL": "off", "JANKYCRON_STATUS_USER": USER,
            "JANKYCRON_STATUS_PASSWORD": PASSWORD}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-         "jankycron.web:create_app()"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
-        assert "Traceback" not in out, out
+    with gunicorn(tmp_path, env) as web:
+        yield web.url
 
 
 def assert_png(path: Path) -> None:

@@ -3,7 +3,6 @@ worker, at the moment of the scrape (through Flask's test client and a real guni
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import free_port, wait_for_port
+from conftest import free_port, gunicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from jankycron.config import Settings
@@ -132,25 +131,13 @@ def test_an_unreachable_ledger_is_a_503_with_one_line_and_no_password() -> None:
 def test_gunicorn_serves_health_and_metrics(tmp_path: Path) -> None:
     state = f"sqlite:///{tmp_path / 'state.db'}"
     fill(Ledger(state))
-    port = free_port()
-    env = {**os.environ, "JANKYCRON_STATE_URL": state}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-         "jankycron.web:create_app()"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for_port(port)
-        base = f"http://127.0.0.1:{port}"
-        health = requests.get(f"{base}/healthz", timeout=10)
+    with gunicorn(tmp_path, {"JANKYCRON_STATE_URL": state}) as web:
+        health = requests.get(f"{web.url}/healthz", timeout=10)
         assert health.status_code == 200 and health.json()["status"] == "ok"
         for _ in range(3):  # whichever worker answers, the numbers are the ledger's
-            metrics = requests.get(f"{base}/metrics", timeout=10)
+            metrics = requests.get(f"{web.url}/metrics", timeout=10)
             assert metrics.status_code == 200
             assert_matches_the_ledger(samples(metrics.text))
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
-    assert "Traceback" not in out, out
 
 
 def test_a_worker_or_beat_serves_its_own_process_metrics(tmp_path: Path) -> None:
