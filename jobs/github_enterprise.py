@@ -11,15 +11,7 @@ from jankycron.sources import github
 
 @job(
     schedule="0 3 * * *",  # nightly at 03:00 UTC; the run covers the previous 24 hours
-    table={
-        "github_repositories": "id",
-        "github_pull_requests": "id",
-        "github_issues": "id",
-        "github_issue_comments": "id",
-        "github_review_comments": "id",
-        "github_reviews": "id",
-        "github_commits": ("repo_id", "sha"),
-    },
+    table=github.TABLES,  # seven tables, each with its merge key (github_commits: repo_id, sha)
     retries=3,
     timeout="2h",
     owner="data-eng",
