@@ -290,10 +290,7 @@ class RedshiftSession(SqlSession):
             hit = self._locate(error, pieces)
             if hit is None:
                 break
-            i, index = hit
-            bad.append(self._bad(pieces[i].part, index, error.text))
-            left = tuple(x for x in self._indexes(pieces[i]) if x != index)
-            pieces = pieces[:i] + ([Piece(pieces[i].part, left)] if left else []) + pieces[i + 1:]
+            pieces = self._drop(pieces, hit, error, bad)
         if not pieces:
             return []
         if len(pieces) > 1:
@@ -306,6 +303,15 @@ class RedshiftSession(SqlSession):
             mid = len(lines) // 2
             halves = [[Piece(pieces[0].part, lines[:mid])], [Piece(pieces[0].part, lines[mid:])]]
         return [p for h in halves for p in self._isolate(h, result, bad, noload)]
+
+    def _drop(self, pieces: list[Piece], hit: tuple[int, int], error: LoadError,
+              bad: list[tuple[int, str]]) -> list[Piece]:
+        """The pieces without the line ``error`` named (``hit``: piece, line), which goes to
+        ``bad`` with the warehouse's reason."""
+        i, index = hit
+        bad.append(self._bad(pieces[i].part, index, error.text))
+        left = tuple(x for x in self._indexes(pieces[i]) if x != index)
+        return pieces[:i] + ([Piece(pieces[i].part, left)] if left else []) + pieces[i + 1:]
 
     def _indexes(self, piece: Piece) -> tuple[int, ...]:
         if piece.lines is not None:
@@ -332,10 +338,7 @@ class RedshiftSession(SqlSession):
             if hit is None:
                 raise WarehouseError(f"{self.table}: COPY refused what NOLOAD accepted: "
                                      f"{error.text}")
-            i, index = hit
-            bad.append(self._bad(good[i].part, index, error.text))
-            left = tuple(x for x in self._indexes(good[i]) if x != index)
-            good = good[:i] + ([Piece(good[i].part, left)] if left else []) + good[i + 1:]
+            good = self._drop(good, hit, error, bad)
         bad += self._null_keys()
         return ranges, bad
 
