@@ -15,16 +15,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from conftest import Workspace, free_port, pg_query
+from conftest import Workspace, http_server, pg_query
 
 REDIS_URL = os.environ.get("JANKYCRON_TEST_CELERY_REDIS", "redis://127.0.0.1:6379/11")
 DEADLINE = 90.0  # seconds; a healthy run takes a few
@@ -82,8 +81,12 @@ class Proc:
 class Hooks:
     """An HTTP endpoint that records every JSON body POSTed to it (a job's alert route)."""
 
+    url: str  # set while it serves
+
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         bodies = self.bodies
 
         class Handler(BaseHTTPRequestHandler):
@@ -96,18 +99,12 @@ class Hooks:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return Handler
 
     def events(self, event: str | None = None, job: str | None = None) -> list[dict[str, Any]]:
         return [b for b in list(self.bodies)
                 if (event is None or b.get("event") == event) and (job is None or
                                                                     b.get("job") == job)]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Cluster:
@@ -157,10 +154,9 @@ class Cluster:
 @pytest.fixture(name="hooks")
 def hooks_fixture() -> Iterator[Hooks]:
     h = Hooks()
-    try:
+    with http_server(h.handler()) as root:
+        h.url = f"{root}/hook"
         yield h
-    finally:
-        h.close()
 
 
 @pytest.fixture(name="cluster")

@@ -13,11 +13,11 @@ import socketserver
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import sentry_sdk
-from conftest import free_port
+from conftest import free_port, http_server
 from sentry_sdk.transport import Transport
 
 from jankycron.alerts import Alerts, bind_sentry, check_route, init_sentry, monitor_slug
@@ -37,8 +37,12 @@ MONDAY_0300 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
 class Receiver:
     """A real HTTP server: records every POST; answers 500 on paths starting /broken."""
 
+    url: str  # set while it serves
+
     def __init__(self) -> None:
         self.posts: list[tuple[str, dict]] = []
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,9 +57,7 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return Handler
 
     def to(self, path: str) -> list[dict]:
         return [body for p, body in self.posts if p == path]
@@ -64,9 +66,8 @@ class Receiver:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+    with http_server(r.handler()) as r.url:
+        yield r
 
 
 def settings_for(receiver: Receiver, **extra: str) -> Settings:
