@@ -188,7 +188,8 @@ def throughput(bench: Bench, n: int, repeat: int) -> None:
                 if res.rows_loaded != n or res.rows_rejected:
                     sys.exit(f"load step: {res.rows_loaded:,} loaded, {res.rows_rejected:,} "
                              f"rejected of {n:,}")
-                extra = f"  ({res.validations} validation(s))"
+                extra = ("  (direct)" if res.direct
+                         else f"  (validated: {res.validations} validation(s))")
             else:
                 secs[which], extra = bench.raw_copy(csv_path, n), ""
             label = "load_table" if which == "load" else "raw COPY"

@@ -99,6 +99,11 @@ def _seq(ctx: Context, interval: Interval, run_id: str) -> str | None:
     return seq_prefix(interval, run_id) if ctx.warehouse.needs_seq else None
 
 
+def _key(ctx: Context, key: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The merge key for the parts' key files, where the warehouse loads with them."""
+    return key if ctx.warehouse.direct_loads else None
+
+
 def extract(ctx: Context, job: Job, run: Run,
             prefills: dict[str, Prefill | None] | None = None) -> tuple[int, int]:
     """Run the job's generator into staged batches; returns (extracted, staged) counts.
@@ -111,7 +116,8 @@ def extract(ctx: Context, job: Job, run: Run,
         prefill = (prefills or {}).get(t)
         writers[t] = BatchWriter(store, t, batch_prefix(t, job.name, run.interval, run.run_id),
                                  settings.part_size, prefill.part_staged if prefill else None,
-                                 seq=_seq(ctx, run.interval, run.run_id))
+                                 seq=_seq(ctx, run.interval, run.run_id),
+                                 key=_key(ctx, job.tables[t]))
     rejects: list[DeadLetter] = []
     extracted = 0
     try:
@@ -303,7 +309,8 @@ def replay(ctx: Context, table: str, key: tuple[str, ...], run_id: str | None = 
                             max(parse_fmt(r["end"]) for r in originals))
         new_run = ledger.start_run(job_name, interval)
         writer = BatchWriter(ctx.store, table, f"{REPLAY_PREFIX}{table}/{new_run}",
-                             ctx.settings.part_size, seq=_seq(ctx, interval, new_run))
+                             ctx.settings.part_size, seq=_seq(ctx, interval, new_run),
+                             key=_key(ctx, key))
         try:
             for d in sorted(items, key=lambda d: (d["run_id"], d["line"])):
                 writer.write_line(d["record"].encode() + b"\n", json.loads(d["record"]))

@@ -10,6 +10,13 @@ sortable id, so a retry of the same run rewrites the same keys and a rerun of th
 writes beside the older batch instead of over a batch a loader may be reading. The manifest is
 Redshift's COPY manifest format and is written last: no manifest, no batch.
 
+Given the table's merge key, each part also gets a *key file* beside it
+(``part-00001.keys.gz``): one line per record, the record's key values as JSON separated by
+commas (``123`` or ``"eu",42``; ``null`` for a missing one). The PostgreSQL loader reads it to
+delete the rows a load replaces before it copies the new ones straight into the table
+(``load.direct``); it checks every line against its record and loads the usual way if any
+differ. The manifest does not list key files, so Redshift's COPY never reads them.
+
 For warehouses whose COPY does not keep line order (Redshift), each line also carries
 ``"__jc_seq":"<interval start>/<run id>/<line>"`` as its last key: the merge keeps the line with
 the greatest one per key ("the last record wins"), exactly as the PostgreSQL and DuckDB
@@ -116,6 +123,14 @@ SEQ_KEY = "__jc_seq"
 _SEQ_TAIL = re.compile(rb',?"__jc_seq":"([^"]*)"}\n?$')
 
 
+KEYS_SUFFIX = ".keys.gz"
+
+
+def keys_of(part_key: str) -> str:
+    """The key file staged beside a part (module docstring)."""
+    return part_key.removesuffix(".ndjson.gz") + KEYS_SUFFIX
+
+
 def seq_prefix(interval: Interval, run_id: str) -> str:
     return f"{_stamp(interval.start)}/{run_id}"
 
@@ -151,20 +166,25 @@ class BatchWriter:
     """
 
     def __init__(self, store: Store, table: str, prefix: str, part_size: int,
-                 on_part: Callable[[str], None] | None = None, seq: str | None = None):
+                 on_part: Callable[[str], None] | None = None, seq: str | None = None,
+                 key: tuple[str, ...] | None = None):
         self.store, self.table, self.prefix, self.part_size = store, table, prefix, part_size
         self.on_part = on_part  # told each part's key once it is in the store
         # With ``seq`` (see ``seq_prefix``), every line gets its "__jc_seq" (module docstring).
         self._seq = f',"{SEQ_KEY}":"{seq}/'.encode() if seq else None
+        self._key = key  # with a merge key, each part gets its key file (module docstring)
         self.rows = 0
         self.parts: list[str] = []
         self._keysets: Counter[tuple[str, ...]] = Counter()
         self._buf: list[bytes] = []
+        self._kbuf: list[str] = []
         self._buf_len = 0
         self._buf_max = min(_BUFFER, part_size)
         self._part_len = 0
         self._tmp: IO[bytes] | None = None
         self._gz: gzip.GzipFile | None = None
+        self._ktmp: IO[bytes] | None = None
+        self._kgz: gzip.GzipFile | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jankycron-stage")
         self._in_flight: Future | None = None
 
@@ -175,6 +195,8 @@ class BatchWriter:
             tail = self._seq + b"%012d\"}\n" % (self.rows + 1)
             line = line[:-2] + (tail[1:] if line[-3:-2] == b"{" else tail)
         self._keysets[tuple(record)] += 1
+        if self._key is not None:
+            self._kbuf.append(_key_line(record, self._key))
         self._buf.append(line)
         self._buf_len += len(line)
         self.rows += 1
@@ -185,13 +207,14 @@ class BatchWriter:
         if not self._buf:
             return
         data = b"".join(self._buf)
-        self._buf, self._buf_len = [], 0
+        keys = "".join(self._kbuf).encode() if self._key is not None else None
+        self._buf, self._buf_len, self._kbuf = [], 0, []
         self._wait()
         self._part_len += len(data)
         rotate = self._part_len >= self.part_size
         if rotate:
             self._part_len = 0
-        self._in_flight = self._pool.submit(self._compress, data, rotate)
+        self._in_flight = self._pool.submit(self._compress, data, keys, rotate)
 
     def _wait(self) -> None:
         """Wait for the buffer in flight; its error (an upload that failed) is raised here."""
@@ -199,25 +222,27 @@ class BatchWriter:
             future, self._in_flight = self._in_flight, None
             future.result()
 
-    def _compress(self, data: bytes, rotate: bool) -> None:
+    def _compress(self, data: bytes, keys: bytes | None, rotate: bool) -> None:
         if self._gz is None:
-            self._tmp = tempfile.NamedTemporaryFile(prefix="jankycron-part-", delete=False)
-            self._gz = gzip.GzipFile(fileobj=self._tmp, mode="wb", compresslevel=GZIP_LEVEL,
-                                     mtime=0)
+            self._tmp, self._gz = _gz_temp("jankycron-part-")
+            if keys is not None:
+                self._ktmp, self._kgz = _gz_temp("jankycron-keys-")
         self._gz.write(data)
+        if self._kgz is not None and keys is not None:
+            self._kgz.write(keys)
         if rotate:
             self._upload_part()
 
     def _upload_part(self) -> None:
         assert self._gz is not None and self._tmp is not None
-        self._gz.close()
-        self._tmp.close()
         key = f"{self.prefix}/part-{len(self.parts) + 1:05d}.ndjson.gz"
         try:
-            self.store.put_file(key, Path(self._tmp.name))
+            # The key file goes first: a part without one still loads (the validated way).
+            if self._kgz is not None and self._ktmp is not None:
+                self._upload(keys_of(key), self._kgz, self._ktmp)
+            self._upload(key, self._gz, self._tmp)
         finally:
-            os.unlink(self._tmp.name)
-            self._gz = self._tmp = None
+            self._discard()
         self.parts.append(key)
         log.debug("staged %s", key)
         if self.on_part:
@@ -241,16 +266,39 @@ class BatchWriter:
         return StagedBatch(self.table, self.prefix, manifest_key, self.rows, self.parts,
                            dict(key_counts))
 
+    def _upload(self, key: str, gz: gzip.GzipFile, tmp: IO[bytes]) -> None:
+        gz.close()
+        tmp.close()
+        self.store.put_file(key, Path(tmp.name))
+
+    def _discard(self) -> None:
+        """Close and delete the temporary files of the part being written."""
+        for gz, tmp in ((self._gz, self._tmp), (self._kgz, self._ktmp)):
+            if gz is not None and tmp is not None:
+                gz.close()
+                tmp.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp.name)
+        self._gz = self._tmp = self._kgz = self._ktmp = None
+
     def abort(self) -> None:
         """Drop the part being written (the run failed); uploaded parts stay unreferenced."""
         with contextlib.suppress(Exception):
             self._wait()
         self._pool.shutdown()
-        if self._gz is not None and self._tmp is not None:
-            self._gz.close()
-            self._tmp.close()
-            os.unlink(self._tmp.name)
-            self._gz = self._tmp = None
+        self._discard()
+
+
+def _gz_temp(prefix: str) -> tuple[IO[bytes], gzip.GzipFile]:
+    tmp = tempfile.NamedTemporaryFile(prefix=prefix, delete=False)
+    return tmp, gzip.GzipFile(fileobj=tmp, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+
+
+def _key_line(record: dict, key: tuple[str, ...]) -> str:
+    """A record's line of its part's key file: its key values as JSON, comma-separated."""
+    if _encode is None:
+        return _py_encoder.encode([record.get(k) for k in key])[1:-1] + "\n"
+    return "".join(_encode([record.get(k) for k in key], 0))[1:-1] + "\n"
 
 
 def read_manifest(store: Store, manifest_key: str) -> list[str]:

@@ -18,6 +18,7 @@ from jankycron.staging import (
     RecordError,
     batch_prefix,
     encode,
+    keys_of,
     open_part,
     read_manifest,
 )
@@ -101,3 +102,40 @@ def test_a_batch_with_no_manifest_is_not_complete(tmp_path) -> None:
     assert store.list("staging/x") == ["staging/x/part-00001.ndjson.gz"]
     assert not store.exists("staging/x/manifest.json")
     writer.abort()
+
+
+def test_each_part_has_a_key_file_with_its_records_merge_keys(tmp_path) -> None:
+    """Given the merge key, every part gets a key file beside it, line for line: the key values
+    as JSON, comma-separated, null where a record lacks one. The manifest does not list them."""
+    store = open_store(Settings.from_env({"JANKYCRON_STORE_URL": tmp_path.as_uri()}))
+    writer = BatchWriter(store, "t", "staging/k", part_size=4 * 1024, key=("region", "n"))
+    records = [{"region": 'e"u\\', "n": Decimal("1.50") if i % 2 else i, "pad": "x" * 90}
+               for i in range(200)] + [{"n": 7}]
+    for r in records:
+        writer.write_line(encode(r), r)
+    staged = writer.close()
+
+    assert len(staged.parts) > 3
+    assert read_manifest(store, staged.manifest_key) == staged.parts
+    key_lines = []
+    for part in staged.parts:
+        assert keys_of(part) == part.replace(".ndjson.gz", ".keys.gz")
+        assert store.exists(keys_of(part))
+        with open_part(store, part) as p, open_part(store, keys_of(part)) as k:
+            part_lines, lines = list(p), list(k)
+        assert len(lines) == len(part_lines)
+        key_lines += lines
+    assert key_lines[:2] == [b'"e\\"u\\\\",0\n', b'"e\\"u\\\\","1.50"\n']
+    assert key_lines[-1] == b"null,7\n"
+    assert [json.loads(b"[" + x + b"]") for x in key_lines] == [
+        [r.get("region"), str(r["n"]) if isinstance(r["n"], Decimal) else r["n"]]
+        for r in records]
+
+
+def test_without_a_merge_key_no_key_files_are_written(tmp_path) -> None:
+    store = open_store(Settings.from_env({"JANKYCRON_STORE_URL": tmp_path.as_uri()}))
+    writer = BatchWriter(store, "t", "staging/n", part_size=1024)
+    for i in range(100):
+        writer.write_line(encode({"id": i}), {"id": i})
+    staged = writer.close()
+    assert not any(store.exists(keys_of(p)) for p in staged.parts)

@@ -64,6 +64,7 @@ class LoadResult:
     rows_rejected: int = 0
     superseded: int = 0
     validations: int = 0
+    direct: bool = False  # loaded straight into the table (load.direct), not validated
     dropped_keys: dict[str, int] = field(default_factory=dict)
 
 
@@ -159,6 +160,15 @@ class Prefill:
             with contextlib.suppress(Exception):
                 self.session.close()
             self.session = None
+
+
+def _line_ranges(batches: list[Batch]) -> dict[str, tuple[int, int]]:
+    """Each batch's lines, numbered across the batches in order, from their staged counts."""
+    ranges, n = {}, 0
+    for b in batches:
+        ranges[b.id] = (n + 1, n + b.rows)
+        n += b.rows
+    return ranges
 
 
 def choose(pending: list[Batch]) -> tuple[list[Batch], list[Batch]]:
@@ -278,31 +288,40 @@ class Loader:
             if filled and not self._fits(filled, batches, columns):
                 session.close()
                 session, filled = self.warehouse.session(table, columns, key), None
+            clock = time.monotonic()
+            direct = False
             if filled:
                 ranges, bad = filled.ranges, filled.bad
-            else:
-                ranges, bad = session.fill(self.store, batches, result)
-            if bad:
-                self.progress(f"{table}: {len(bad):,} row(s) refused by the warehouse "
-                              f"({result.validations} validations)")
-            letters, rejected = self._dead_letters(session, batches, ranges, bad)
-            deadletters.write(self.store, self.ledger, letters)
-            outcomes: dict[str, tuple[str, int, int, dict[str, int]]] = {}
-            loaded: list[Loaded] = []
-            for b in batches:
-                lo, hi = ranges[b.id]
-                dropped = {k: c for k, c in b.key_counts.items() if fold(k) not in names}
-                ok = hi - lo + 1 - rejected.get(b.id, 0)
-                outcomes[b.id] = (BatchStatus.LOADED, ok, rejected.get(b.id, 0), dropped)
-                loaded.append(Loaded(b.id, ok, rejected.get(b.id, 0)))
-                for k, c in dropped.items():
-                    result.dropped_keys[k] = result.dropped_keys.get(k, 0) + c
-            clock = time.monotonic()
-            session.merge(loaded, json.dumps(result.dropped_keys, sort_keys=True)[:4000],
-                          before_commit)
-            log.info("%s: merged in %.2fs", table, time.monotonic() - clock)
+            else:  # straight into the table where the warehouse can; validated otherwise
+                ranges, bad = _line_ranges(batches), []
+                outcomes, loaded, dropped_keys = self._outcomes(batches, ranges, {}, fold, names)
+                direct = session.load_direct(self.store, batches, loaded, dropped_keys,
+                                             before_commit)
+                if direct:
+                    result.direct = True
+                    log.info("%s: loaded directly in %.2fs", table, time.monotonic() - clock)
+                else:
+                    ranges, bad = session.fill(self.store, batches, result)
+            if not direct:
+                if bad:
+                    self.progress(f"{table}: {len(bad):,} row(s) refused by the warehouse "
+                                  f"({result.validations} validations)")
+                letters, rejected = self._dead_letters(session, batches, ranges, bad)
+                deadletters.write(self.store, self.ledger, letters)
+                outcomes, loaded, dropped_keys = self._outcomes(batches, ranges, rejected, fold,
+                                                                names)
+                clock = time.monotonic()
+                session.merge(loaded, dropped_keys, before_commit)
+                log.info("%s: merged in %.2fs", table, time.monotonic() - clock)
+            self._count(result, outcomes)
         finally:
             session.close()
+        return self._done(table, result, batches, superseded, outcomes, loaded)
+
+    def _done(self, table: str, result: LoadResult, batches: list[Batch],
+              superseded: list[Batch], outcomes: dict[str, tuple[str, int, int, dict[str, int]]],
+              loaded: list[Loaded]) -> LoadResult:
+        """After the commit: the batches' outcomes into the ledger, and into ``result``."""
         for b in superseded:
             outcomes[b.id] = (BatchStatus.SUPERSEDED, 0, 0, {})
         self.ledger.batches_done(outcomes)
@@ -313,6 +332,32 @@ class Loader:
         self.progress(f"{table}: merged {result.rows_loaded:,} rows, "
                       f"{result.rows_rejected:,} dead-lettered")
         return result
+
+    @staticmethod
+    def _outcomes(batches: list[Batch], ranges: dict[str, tuple[int, int]],
+                  rejected: dict[str, int], fold: Callable[[str], str], names: set[str]
+                  ) -> tuple[dict[str, tuple[str, int, int, dict[str, int]]], list[Loaded], str]:
+        """Each batch's ledger outcome and ``jankycron_loads`` row, and the JSON keys with no
+        column (dropped), counted, for ``jankycron_loads``."""
+        outcomes: dict[str, tuple[str, int, int, dict[str, int]]] = {}
+        loaded: list[Loaded] = []
+        dropped_all: dict[str, int] = {}
+        for b in batches:
+            lo, hi = ranges[b.id]
+            dropped = {k: c for k, c in b.key_counts.items() if fold(k) not in names}
+            ok = hi - lo + 1 - rejected.get(b.id, 0)
+            outcomes[b.id] = (BatchStatus.LOADED, ok, rejected.get(b.id, 0), dropped)
+            loaded.append(Loaded(b.id, ok, rejected.get(b.id, 0)))
+            for k, c in dropped.items():
+                dropped_all[k] = dropped_all.get(k, 0) + c
+        return outcomes, loaded, json.dumps(dropped_all, sort_keys=True)[:4000]
+
+    @staticmethod
+    def _count(result: LoadResult, outcomes: dict[str, tuple[str, int, int, dict[str, int]]]
+               ) -> None:
+        for _, _, _, dropped in outcomes.values():
+            for k, c in dropped.items():
+                result.dropped_keys[k] = result.dropped_keys.get(k, 0) + c
 
     def _fits(self, filled: Filled, batches: list[Batch], columns: list[Column]) -> bool:
         """Does the prefilled session hold exactly these batches' lines, for these columns?"""

@@ -9,6 +9,7 @@ JSON during validation. Every session sets ``statement_timeout`` and ``TimeZone=
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -19,6 +20,9 @@ import psycopg2.extensions
 
 from ..config import redact
 from ..errors import TableNotFound, WarehouseError, WarehouseUnavailable
+from ..ledger import Batch
+from ..store import Store
+from . import direct
 from .warehouse import (
     LOADS_DDL,
     LOADS_TABLE,
@@ -31,6 +35,8 @@ from .warehouse import (
     quote_ident,
     quote_literal,
 )
+
+log = logging.getLogger(__name__)
 
 _COPY_RAW = "COPY raw (doc) FROM STDIN WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')"
 
@@ -54,6 +60,7 @@ def _first_line(e: BaseException) -> str:
 class PostgresWarehouse(Warehouse):
     name = "postgresql"
     supports_prefill = True
+    direct_loads = True
 
     def __init__(self, url: str, statement_timeout: float):
         self.url = url.replace("postgres://", "postgresql://", 1)
@@ -150,11 +157,12 @@ class SqlSession(Session):
                            "WHERE batch_id IN %s", (tuple(batch_ids),))
         return [Loaded(*r) for r in rows]
 
-    def _merge(self, lock: str, statements: list[str], done: list[Loaded], dropped_keys: str,
-               before_commit: Callable[[], None] | None) -> None:
+    def _merge(self, lock: str, statements: list[str | Callable[[Any], None]], done: list[Loaded],
+               dropped_keys: str, before_commit: Callable[[], None] | None) -> None:
         """One transaction: ``lock`` the target, refuse batches another loader recorded first
-        (``AlreadyLoaded``), run the merge ``statements``, record ``done`` in
-        ``jankycron_loads``, ``before_commit``, COMMIT; anything raised rolls back."""
+        (``AlreadyLoaded``), run the merge ``statements`` (SQL, or functions of the cursor),
+        record ``done`` in ``jankycron_loads``, ``before_commit``, COMMIT; anything raised
+        rolls back."""
         with self.wh.errors("merge"), self.conn.cursor() as cur:
             cur.execute("BEGIN")
             try:
@@ -165,7 +173,10 @@ class SqlSession(Session):
                 if raced:
                     raise AlreadyLoaded(raced)
                 for stmt in statements:
-                    cur.execute(stmt)
+                    if callable(stmt):
+                        stmt(cur)
+                    else:
+                        cur.execute(stmt)
                 at = datetime.now(UTC).replace(tzinfo=None)
                 cur.executemany(
                     f"INSERT INTO {LOADS_TABLE} (batch_id, table_name, rows_loaded, "
@@ -254,11 +265,25 @@ class PostgresSession(SqlSession):
         rows = self._fetch("SELECT jc_line, doc FROM raw WHERE jc_line = ANY(%s)", (list(ns),))
         return dict(rows)
 
+    def _lock_sql(self) -> str:
+        # One merge per table at a time; readers are not blocked.
+        return f"LOCK TABLE {quote_ident(self.table)} IN SHARE ROW EXCLUSIVE MODE"
+
     def merge(self, done: list[Loaded], dropped_keys: str,
               before_commit: Callable[[], None] | None = None) -> None:
-        # One merge per table at a time; readers are not blocked.
-        lock = f"LOCK TABLE {quote_ident(self.table)} IN SHARE ROW EXCLUSIVE MODE"
-        self._merge(lock, self.merge_sql(), done, dropped_keys, before_commit)
+        self._merge(self._lock_sql(), self.merge_sql(), done, dropped_keys, before_commit)
+
+    def load_direct(self, store: Store, batches: list[Batch], done: list[Loaded],
+                    dropped_keys: str, before_commit: Callable[[], None] | None = None) -> bool:
+        try:
+            plan = direct.Plan(self.columns, self.key)
+            self._merge(self._lock_sql(),
+                        [lambda cur: direct.load(cur, self.table, plan, store, batches)],
+                        done, dropped_keys, before_commit)
+        except direct.NotDirect as e:
+            log.info("%s: loading the validated way: %s", self.table, e)
+            return False
+        return True
 
     def close(self) -> None:
         if not self.conn.closed:

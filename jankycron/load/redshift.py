@@ -91,6 +91,7 @@ class Piece:
 class RedshiftWarehouse(PostgresWarehouse):
     name = "redshift"
     supports_prefill = False
+    direct_loads = False
     needs_seq = True
     folds_case = True
 

@@ -250,6 +250,12 @@ class Session:
     def raw_lines(self, ns: Iterable[int]) -> dict[int, str]:
         raise NotImplementedError
 
+    def load_direct(self, store: Store, batches: list[Batch], done: list[Loaded],
+                    dropped_keys: str, before_commit: Callable[[], None] | None = None) -> bool:
+        """Load the batches straight into the table, without ``raw`` and ``stage`` (PostgreSQL:
+        ``load.direct``), recording ``done`` as ``merge`` does. False, with nothing changed,
+        where the batches must load the validated way (``fill``, then ``merge``)."""
+        return False
 
     def already_loaded(self, batch_ids: list[str]) -> list[Loaded]:
         raise NotImplementedError
@@ -297,6 +303,9 @@ class Warehouse:
     needs_seq = False
     # Does the warehouse fold column names to lower case (JSON keys then match ignoring case)?
     folds_case = False
+    # Does a session load straight into the table where it can (``Session.load_direct``), so
+    # that staging writes each part's key file (staging.keys_of)?
+    direct_loads = False
     # Can a load session validate on another thread while the job extracts (load.Prefill)?
     # Only where every session has its own connection.
     supports_prefill = False
