@@ -1,9 +1,12 @@
 """PostgreSQL warehouse (psycopg2).
 
-Staged lines are streamed into ``raw`` with one ``COPY ... FROM STDIN`` per part: the NDJSON
-line is passed through untouched as CSV with delimiter and quote bytes that JSON never contains
-unescaped (0x02, 0x01), so Python neither parses nor re-encodes a record; PostgreSQL parses the
-JSON during validation. Every session sets ``statement_timeout`` and ``TimeZone=UTC``.
+A load first tries to go straight into the table (``load.direct``: Python parses and checks the
+lines, one COPY into the table inside the merge transaction). Where it cannot, the validated
+path runs: staged lines are streamed into ``raw`` with one ``COPY ... FROM STDIN`` per part,
+each NDJSON line passed through untouched as CSV with delimiter and quote bytes that JSON never
+contains unescaped (0x02, 0x01), so Python neither parses nor re-encodes a record; PostgreSQL
+parses the JSON during validation. Every session sets ``statement_timeout`` and
+``TimeZone=UTC``.
 """
 
 from __future__ import annotations
