@@ -243,3 +243,55 @@ def test_a_key_file_that_does_not_match_its_part_is_not_trusted(
         ctx.close()
     assert not result.direct
     assert [r[0] for r in _rows(tables, "direct")] == [1, 2, 3, 4, 99]
+
+
+def test_a_two_column_key_replaces_and_dedupes_the_same_way(
+        pg_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Key files with two values a line (a string with quotes and commas, and a date): rows
+    already in the table are replaced, and the last line per key wins across batches."""
+    for name in ("direct", "valid"):
+        create_table(pg_ws, f"CREATE TABLE {name} (region varchar(20) NOT NULL, "
+                            "day date NOT NULL, n int, note text)")
+        create_table(pg_ws, f"INSERT INTO {name} VALUES ('eu', '2026-11-01', 0, 'old'), "
+                            "('us', '2026-11-01', 0, 'kept')")
+    pg_ws.write_job("both", '''
+        from datetime import date
+        from jankycron import job
+
+        @job(schedule="0 0 * * *", table={"direct": ("region", "day"),
+                                           "valid": ("region", "day")})
+        def both(run):
+            d = run.interval.start.day
+            for i in range(300):
+                record = {"region": ["eu", 'a "b", c'][i % 2], "day": date(2026, 11, 1 + i % 7),
+                          "n": d * 1000 + i, "note": f"day {d} line {i}"}
+                yield record
+                yield run.to("valid", dict(record))
+    ''')
+    registry, errors = discover(pg_ws.jobs)
+    assert not errors
+    job = registry.get("both")
+    ctx = Context(pg_ws.settings, progress=lambda _: None)
+    try:
+        for day in (20, 21):
+            run_job(ctx, job, job.interval_on(date(2026, 11, day)), load=False)
+    finally:
+        ctx.close()
+    real = PostgresSession.load_direct
+    monkeypatch.setattr(PostgresSession, "load_direct", lambda self, *a, **k: (
+        False if self.table == "valid" else real(self, *a, **k)))
+    ctx = Context(pg_ws.settings, progress=lambda _: None)
+    try:
+        direct = ctx.loader.load_table("direct", ("region", "day"))
+        ctx.loader.load_table("valid", ("region", "day"))
+    finally:
+        ctx.close()
+
+    assert direct.direct
+    rows = warehouse_rows(pg_ws, "SELECT * FROM direct ORDER BY 1, 2")
+    assert rows == warehouse_rows(pg_ws, "SELECT * FROM valid ORDER BY 1, 2")
+    assert len(rows) == 15  # 14 keys from the job, and the us row it does not touch
+    assert ("us", date(2026, 11, 1), 0, "kept") in rows
+    # Each key's last line: day 21's, among its last 14 lines (286..299).
+    assert all(r[3].startswith("day 21 line ") and int(r[3].split()[-1]) >= 286
+               for r in rows if r[3] != "kept")

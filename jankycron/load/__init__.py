@@ -5,8 +5,10 @@ is superseded by the newer one), streams their lines into the warehouse session,
 in ranges that are halved around failures until every bad line is isolated (k bad lines among
 n cost O(k log n) validations), writes the bad ones to the dead-letter store with the
 warehouse's reason, and merges the good ones by key in one transaction that also records the
-batch ids in the warehouse. The ledger is updated after the commit; a loader that dies between
-the two finds its batches recorded in the warehouse next time and does not load them again.
+batch ids in the warehouse. Where the warehouse can, it first tries a direct load instead
+(``Session.load_direct``; PostgreSQL: ``load.direct``), which leaves the same rows in one pass
+or changes nothing. The ledger is updated after the commit; a loader that dies between the two
+finds its batches recorded in the warehouse next time and does not load them again.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from .warehouse import AlreadyLoaded, Column, Loaded, Session, Warehouse, isolat
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+# batch id -> (status, rows loaded, rows rejected, JSON keys with no column, counted)
+Outcomes = dict[str, tuple[str, int, int, dict[str, int]]]
 
 
 def open_warehouse(settings: Settings) -> Warehouse:
@@ -319,7 +323,7 @@ class Loader:
         return self._done(table, result, batches, superseded, outcomes, loaded)
 
     def _done(self, table: str, result: LoadResult, batches: list[Batch],
-              superseded: list[Batch], outcomes: dict[str, tuple[str, int, int, dict[str, int]]],
+              superseded: list[Batch], outcomes: Outcomes,
               loaded: list[Loaded]) -> LoadResult:
         """After the commit: the batches' outcomes into the ledger, and into ``result``."""
         for b in superseded:
@@ -336,10 +340,10 @@ class Loader:
     @staticmethod
     def _outcomes(batches: list[Batch], ranges: dict[str, tuple[int, int]],
                   rejected: dict[str, int], fold: Callable[[str], str], names: set[str]
-                  ) -> tuple[dict[str, tuple[str, int, int, dict[str, int]]], list[Loaded], str]:
+                  ) -> tuple[Outcomes, list[Loaded], str]:
         """Each batch's ledger outcome and ``jankycron_loads`` row, and the JSON keys with no
         column (dropped), counted, for ``jankycron_loads``."""
-        outcomes: dict[str, tuple[str, int, int, dict[str, int]]] = {}
+        outcomes: Outcomes = {}
         loaded: list[Loaded] = []
         dropped_all: dict[str, int] = {}
         for b in batches:
@@ -353,8 +357,7 @@ class Loader:
         return outcomes, loaded, json.dumps(dropped_all, sort_keys=True)[:4000]
 
     @staticmethod
-    def _count(result: LoadResult, outcomes: dict[str, tuple[str, int, int, dict[str, int]]]
-               ) -> None:
+    def _count(result: LoadResult, outcomes: Outcomes) -> None:
         for _, _, _, dropped in outcomes.values():
             for k, c in dropped.items():
                 result.dropped_keys[k] = result.dropped_keys.get(k, 0) + c
