@@ -90,12 +90,17 @@ _py_encoder = json.JSONEncoder(
 )
 
 
+def _dumps(value: Any) -> str:
+    """JSON text of a value, with the C encoder where Python has it (errors as ``encode``)."""
+    return "".join(_encode(value, 0)) if _encode else _py_encoder.encode(value)
+
+
 def encode(record: Any) -> bytes:
     """One NDJSON line (with its newline) for a record, or RecordError saying why not."""
     if not isinstance(record, dict):
         raise RecordError(f"a job must yield dicts, got {type(record).__name__}")
     try:
-        text = "".join(_encode(record, 0)) if _encode else _py_encoder.encode(record)
+        text = _dumps(record)
     except RecordError:
         raise
     except ValueError as e:
@@ -296,9 +301,7 @@ def _gz_temp(prefix: str) -> tuple[IO[bytes], gzip.GzipFile]:
 
 def _key_line(record: dict, key: tuple[str, ...]) -> str:
     """A record's line of its part's key file: its key values as JSON, comma-separated."""
-    if _encode is None:
-        return _py_encoder.encode([record.get(k) for k in key])[1:-1] + "\n"
-    return "".join(_encode([record.get(k) for k in key], 0))[1:-1] + "\n"
+    return _dumps([record.get(k) for k in key])[1:-1] + "\n"
 
 
 def read_manifest(store: Store, manifest_key: str) -> list[str]:

@@ -82,6 +82,11 @@ def _stage(ws: Workspace, records: str, days: list[int]) -> None:
     """Run the job ``both`` (staging only) for each day; ``records`` is its generator."""
     (ws.jobs / "_records.py").write_text(GOOD)
     ws.write_job("both", JOB.replace("RECORDS(run)", records))
+    _run(ws, days)
+
+
+def _run(ws: Workspace, days: list[int]) -> None:
+    """Run the workspace's job ``both`` (staging only) for each day."""
     registry, errors = discover(ws.jobs)
     assert not errors
     job = registry.get("both")
@@ -93,7 +98,8 @@ def _stage(ws: Workspace, records: str, days: list[int]) -> None:
         ctx.close()
 
 
-def _load(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> dict:
+def _load(ws: Workspace, monkeypatch: pytest.MonkeyPatch, key: tuple[str, ...] = ("id",)
+          ) -> dict:
     """Load ``direct`` the usual way and ``valid`` the validated way; results, dead letters."""
     real = PostgresSession.load_direct
 
@@ -103,7 +109,7 @@ def _load(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setattr(PostgresSession, "load_direct", validated_only_for_valid)
     ctx = Context(ws.settings, progress=lambda _: None)
     try:
-        results = {t: ctx.loader.load_table(t, ("id",)) for t in ("direct", "valid")}
+        results = {t: ctx.loader.load_table(t, key) for t in ("direct", "valid")}
         letters = {t: sorted((d["line"], d["reason"]) for d in ctx.ledger.deadletters(t))
                    for t in ("direct", "valid")}
     finally:
@@ -268,24 +274,8 @@ def test_a_two_column_key_replaces_and_dedupes_the_same_way(
                 yield record
                 yield run.to("valid", dict(record))
     ''')
-    registry, errors = discover(pg_ws.jobs)
-    assert not errors
-    job = registry.get("both")
-    ctx = Context(pg_ws.settings, progress=lambda _: None)
-    try:
-        for day in (20, 21):
-            run_job(ctx, job, job.interval_on(date(2026, 11, day)), load=False)
-    finally:
-        ctx.close()
-    real = PostgresSession.load_direct
-    monkeypatch.setattr(PostgresSession, "load_direct", lambda self, *a, **k: (
-        False if self.table == "valid" else real(self, *a, **k)))
-    ctx = Context(pg_ws.settings, progress=lambda _: None)
-    try:
-        direct = ctx.loader.load_table("direct", ("region", "day"))
-        ctx.loader.load_table("valid", ("region", "day"))
-    finally:
-        ctx.close()
+    _run(pg_ws, [20, 21])
+    direct = _load(pg_ws, monkeypatch, ("region", "day"))["results"]["direct"]
 
     assert direct.direct
     rows = warehouse_rows(pg_ws, "SELECT * FROM direct ORDER BY 1, 2")

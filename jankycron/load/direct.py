@@ -320,9 +320,6 @@ class _Stream:
             self.error = e
             raise
 
-    def close(self) -> None:
-        pass
-
 
 class _Rendered(_Stream):
     """A ``COPY`` source of CSV rows rendered by a thread that starts at once, so that it works
