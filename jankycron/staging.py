@@ -112,7 +112,47 @@ def encode(record: Any) -> bytes:
         raise RecordError("the record contains itself (a circular reference)") from None
     except TypeError as e:  # non-string keys
         raise RecordError(str(e)) from None
-    return (text + "\n").encode()
+    try:
+        return (text + "\n").encode()
+    except UnicodeEncodeError:  # rare: only then look for the culprit (the hot path pays nothing)
+        raise RecordError(_surrogate_reason(record)) from None
+
+
+def _escaped(text: str) -> str:
+    """``text`` with lone surrogates as ``\\udXXX`` escapes, storable as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _surrogate_reason(record: Any) -> str:
+    """Why a record UTF-8 cannot encode: the path of the first string (value or key) holding a
+    lone surrogate, which a browser or an API writes for an emoji cut in half (``"\\ud83d"``)."""
+    def find(value: Any, path: str) -> tuple[str, str] | None:
+        if isinstance(value, str):
+            return (path, value) if _lone(value) else None
+        items = value.items() if isinstance(value, dict) else \
+            enumerate(value) if isinstance(value, list | tuple) else ()
+        for k, v in items:
+            if isinstance(k, str) and _lone(k):
+                return f"{path}{'.' if path else ''}{_escaped(k)} (a key)", k
+            found = find(v, f"{path}[{k}]" if isinstance(k, int) else
+                         f"{path}{'.' if path else ''}{_escaped(k)}")
+            if found:
+                return found
+        return None
+
+    found = find(record, "")
+    where, text = found if found else ("?", "")
+    bad = next((c for c in text if 0xD800 <= ord(c) <= 0xDFFF), "")
+    return (f"field {where}: a string holds a lone surrogate ({_escaped(bad)}), which UTF-8 "
+            "cannot encode (the record is kept with it escaped)")
+
+
+def _lone(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 # ---------------------------------------------------------------------------------- batches

@@ -183,3 +183,40 @@ def test_runs_of_a_job_whose_reruns_do_not_replace_all_land(duck_ws: Workspace) 
     letters = duck_ws.cli_json("deadletters")
     assert sorted(json.loads(d["record"])["id"] for d in letters) == [2, 12, 22]
     assert [r["status"] for r in duck_ws.cli_json("history")] == ["success"] * 3
+
+
+SURROGATE_JOB = '''
+from jankycron import job
+
+@job(schedule="0 0 * * *", table="people", key="id")
+def people(run):
+    for i in range(50):
+        yield {"id": i, "name": f"p{i}"}
+        if i == 10:   # an emoji cut in half by a browser, in a value at depth and in a key
+            yield {"id": 900, "name": "ok", "extra": {"tags": ["fine", "half \\ud83d"]}}
+            yield {"id": 901, "name": "ok", "bad \\udc00 key": 1}
+'''
+
+
+def test_a_lone_surrogate_is_a_dead_letter_not_a_failed_run(ws: Workspace) -> None:
+    """A string with a lone surrogate (in a value or a key) cannot be UTF-8: before, staging
+    raised UnicodeEncodeError and the run failed on every attempt."""
+    create_table(ws, TABLE)
+    ws.write_job("people", SURROGATE_JOB)
+    proc = ws.cli("run", "people", "--date", "2026-11-20", "--local")
+    assert proc.returncode == 0, proc.stderr
+    assert "52 extracted, 50 loaded, 2 dead-lettered" in proc.stdout
+    assert warehouse_rows(ws, "SELECT COUNT(*) FROM people") == [(50,)]
+    (run,) = ws.cli_json("history")
+    assert run["status"] == "success"
+
+    letters = sorted(ws.cli_json("deadletters", "people"), key=lambda d: d["line"])
+    assert [d["phase"] for d in letters] == ["stage", "stage"]
+    assert letters[0]["reason"].startswith(
+        "field extra.tags[1]: a string holds a lone surrogate (\\ud83d), which UTF-8 cannot "
+        "encode")
+    assert letters[1]["reason"].startswith("field bad \\udc00 key (a key): ")
+    for d in letters:  # stored escaped: the text itself is valid UTF-8
+        d["record"].encode()
+        d["reason"].encode()
+    assert "half \\ud83d" in letters[0]["record"] and "900" in letters[0]["record"]

@@ -375,3 +375,30 @@ def test_a_rerun_of_a_drain_interval_adds_to_it_and_loses_nothing(
         assert pending(r) == 0 and r.xlen(segment.STREAM) == 0
     finally:
         ctx.close()
+
+
+def test_an_event_with_a_lone_surrogate_is_a_dead_letter_and_later_drains_go_on(
+        duck_ws: Workspace, r: redis.Redis) -> None:
+    """An emoji cut in half (``"\\ud83d"`` in the JSON) used to fail the drain in staging, on
+    every later drain too, since its entry was never acknowledged. Now it is a dead letter,
+    the rest loads, and its entry is acknowledged with the others."""
+    ws = segment_ws(duck_ws)
+    client = create_app(ws.settings).test_client()
+    raw = (b'[{"type":"track","messageId":"half-1","event":"Liked \\ud83d",'
+           b'"anonymousId":"a"},{"type":"track","messageId":"ok-1","event":"Liked",'
+           b'"anonymousId":"a"}]')
+    assert post(client, raw).status_code == 200
+    assert post(client, event("ok-2")).status_code == 200
+
+    ws.cli("run", "segment_events", "--local", check=True)
+    assert counts(ws)["segment_tracks"] == 2
+    (letter,) = ws.cli_json("deadletters")
+    assert letter["table"] == "segment_tracks" and letter["phase"] == "stage"
+    assert "field event_text: a string holds a lone surrogate (\\ud83d)" in letter["reason"]
+
+    assert post(client, event("ok-3")).status_code == 200
+    ws.cli("run", "segment_events", "--local", check=True)  # acks the first drain's entries
+    assert counts(ws)["segment_tracks"] == 3
+    ws.cli("run", "segment_events", "--local", check=True)
+    assert pending(r) == 0 and r.xlen(segment.STREAM) == 0
+    assert [h["status"] for h in ws.cli_json("history")] == ["success"] * 3
