@@ -34,7 +34,14 @@ from kombu import Exchange, Queue
 from . import housekeeping
 from .config import Settings, redact
 from .discovery import Registry
-from .errors import ConfigError, TerminalError, TransientError, UnknownJob, WarehouseError
+from .errors import (
+    ConfigError,
+    LedgerUnavailable,
+    TerminalError,
+    TransientError,
+    UnknownJob,
+    WarehouseError,
+)
 from .job import Job
 from .ledger import RunStatus
 from .load.lock import LockBusy, TableLock
@@ -46,7 +53,7 @@ log = logging.getLogger(__name__)
 RUN, FIRE, LOAD, SWEEP, MISSED = ("jankycron.run", "jankycron.fire", "jankycron.load",
                                   "jankycron.sweep", "jankycron.missed")
 RUNS_QUEUE, OPS_QUEUE = "jankycron.runs", "jankycron.ops"
-HARD_LIMIT_GRACE = 60.0  # seconds between a job's soft time limit (timeout) and the hard kill
+HARD_LIMIT_GRACE = housekeeping.HARD_KILL_AFTER  # between a job's soft time limit and the hard kill
 MAX_DELIVERIES = 3  # a task whose worker died this often mid-run is not run again (poison)
 
 
@@ -342,7 +349,9 @@ class Ops:
                                   error, warehouse=warehouse)
                 if trigger == Trigger.SCHEDULE:
                     alerts.checkin(job, "error", check_in)
-                raise RunFailed(f"job {job.name} failed: {error}") from None
+                # The ledger lost is not the job's failure: say what failed.
+                raise RunFailed(error if isinstance(e, LedgerUnavailable) else
+                                f"job {job.name} failed: {error}") from None
             if trigger == Trigger.SCHEDULE and row["status"] in (RunStatus.SUCCESS,
                                                                  RunStatus.SKIPPED):
                 alerts.checkin(job, "ok", check_in)  # only now: the data is loaded
@@ -422,6 +431,8 @@ class Ops:
                                self.settings, datetime.now(UTC),
                                lambda j, i, run: send_run(self.app, j, i, Trigger.RECOVER,
                                                           task_id=run["task_id"]))
+            housekeeping.remove_orphans(ctx.ledger, ctx.store, self.registry, self.settings,
+                                        datetime.now(UTC))
         finally:
             ctx.close()
 

@@ -159,6 +159,9 @@ class Settings:
     # heartbeat, also beat's housekeeping period; the first retry delay of a TransientError.
     heartbeat: float = 30.0
     retry_backoff: float = 30.0
+    # Housekeeping (jankycron/housekeeping.py): how long after an unrecorded run ended its
+    # staged objects are kept before they are removed (longer than any job's timeout).
+    orphan_grace: float = 86400.0
     # Status page access (jankycron/status.py): HTTP basic auth and/or a header a trusted
     # reverse proxy sets (e.g. X-Forwarded-User); none set: the status page is open.
     status_user: str | None = None
@@ -226,6 +229,8 @@ class Settings:
             heartbeat=parse_duration(opt("JANKYCRON_HEARTBEAT") or "30s", "JANKYCRON_HEARTBEAT"),
             retry_backoff=parse_duration(opt("JANKYCRON_RETRY_BACKOFF") or "30s",
                                          "JANKYCRON_RETRY_BACKOFF"),
+            orphan_grace=parse_duration(opt("JANKYCRON_ORPHAN_GRACE") or "1d",
+                                        "JANKYCRON_ORPHAN_GRACE"),
             status_user=opt("JANKYCRON_STATUS_USER"),
             status_password=opt("JANKYCRON_STATUS_PASSWORD"),
             status_auth_header=opt("JANKYCRON_STATUS_AUTH_HEADER"),

@@ -62,6 +62,12 @@ class StoreUnavailable(StoreError, TransientError):
     """The object store could not be reached; staged data stays where it is."""
 
 
+class LedgerUnavailable(TransientError):
+    """The ledger (SQLite file or PostgreSQL) could not be reached or written: the run cannot
+    be recorded, which is not the job's fault. Raised by the ledger in one place
+    (``Ledger._errors``)."""
+
+
 class WarehouseError(JankycronError):
     """The warehouse refused a statement for a reason that retrying will not fix."""
 

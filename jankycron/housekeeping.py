@@ -4,7 +4,10 @@
   (a compare-and-set in the ledger, so a second beat or a redelivered tick enqueues nothing);
 - ``sweep``: runs whose worker stopped heartbeating become ``lost``, alert, and run again;
 - ``check_missed``: alerts when a job's newest done interval is older than its schedule allows
-  (a dead man's switch: it runs on whichever worker takes the ops queue).
+  (a dead man's switch: it runs on whichever worker takes the ops queue);
+- ``remove_orphans``: staged objects of runs that ended without recording a batch for them
+  (killed mid-extraction, or the ledger was lost before the batch was recorded) are removed
+  once the run ended ``JANKYCRON_ORPHAN_GRACE`` ago.
 """
 
 from __future__ import annotations
@@ -12,18 +15,22 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from .config import Settings
 from .discovery import Registry
 from .job import Job
-from .ledger import Ledger
+from .ledger import REPLAY_PREFIX, Ledger
 from .schedule import Interval, fmt, parse_fmt
+from .staging import batch_prefix
+from .store import Store
 
 log = logging.getLogger(__name__)
 
 MAX_CATCHUP = 1000  # intervals enqueued by one catch-up; older ones are left to `backfill`
+HARD_KILL_AFTER = 60.0  # seconds past a job's timeout before its worker is killed (celery_app)
 BACKOFF_CAP = 900.0  # seconds; far below the broker's visibility timeout (REFERENCE §6)
 Enqueue = Callable[[Job, Interval], Any]
 Recover = Callable[[Job, Interval, dict[str, Any]], Any]  # with the lost run's row
@@ -146,3 +153,58 @@ def check_missed(ledger: Ledger, registry: Registry, alerts: Any, settings: Sett
         alerts.run_missed(job, last, expected.end + wait)
         ledger.set_missed_alerted(job.name, marker)
     return overdue
+
+
+# ------------------------------------------------------------------------------- orphans
+@dataclass(frozen=True)
+class Orphan:
+    """Staged objects of one run and table that no ledger batch refers to: never loadable."""
+
+    run_id: str
+    job: str
+    table: str
+    status: str  # the run's: failed, lost or retried
+    ended: str
+    keys: tuple[str, ...]
+
+
+def find_orphans(ledger: Ledger, store: Store, registry: Registry, settings: Settings,
+                 now: datetime) -> tuple[list[Orphan], list[str]]:
+    """The orphaned staged objects of runs that ended (failed, lost, retried) more than
+    ``settings.orphan_grace`` ago (and started longer ago than the job's timeout plus the hard
+    kill, so a lost run's worker that still runs has stopped), and the ids of the runs looked
+    at. A table for which the
+    run recorded a batch (pending, loaded, superseded) is never touched, nor dead letters."""
+    orphans, looked = [], []
+    for run in ledger.unrecorded_runs(now - timedelta(seconds=settings.orphan_grace)):
+        job = registry.get(run["job"]) if run["job"] in registry else None
+        if job is not None and parse_fmt(run["started_at"]) > now - timedelta(
+                seconds=job.timeout + HARD_KILL_AFTER):
+            continue  # a lost run's worker may be running still, until its timeout kills it
+        tables = (set(job.tables) if job else set()) | ledger.tables_of(run["job"])
+        interval = Interval(parse_fmt(run["start"]), parse_fmt(run["end"]))
+        for table in sorted(tables - run["recorded"]):
+            keys = [k for prefix in (batch_prefix(table, run["job"], interval, run["run_id"]),
+                                     f"{REPLAY_PREFIX}{table}/{run['run_id']}")
+                    for k in store.list(prefix + "/")]
+            if keys:
+                orphans.append(Orphan(run["run_id"], run["job"], table, run["status"],
+                                      run["finished_at"] or run["started_at"], tuple(keys)))
+        looked.append(run["run_id"])
+    return orphans, looked
+
+
+def remove_orphans(ledger: Ledger, store: Store, registry: Registry, settings: Settings,
+                   now: datetime) -> list[Orphan]:
+    """Delete what ``find_orphans`` finds, with one log line per run and table, and note each
+    run looked at, so that it is not listed again. Returns what was removed."""
+    orphans, looked = find_orphans(ledger, store, registry, settings, now)
+    for o in orphans:
+        for key in o.keys:
+            store.delete(key)
+        log.warning("[%s %s] removed %d staged object(s) of table %s that no batch refers to "
+                    "(the run is %s since %s)", o.job, o.run_id, len(o.keys), o.table,
+                    o.status, o.ended)
+    for run_id in looked:
+        ledger.orphans_removed(run_id)
+    return orphans

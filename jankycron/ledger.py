@@ -15,7 +15,7 @@ import logging
 import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config import Settings, redact
-from .errors import ConfigError, TransientError
+from .errors import ConfigError, LedgerUnavailable
 from .schedule import Interval, fmt, parse_fmt
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ COLUMNS = [
     ("jc_runs", "heartbeat_at", "TEXT"),  # last sign of life of a running run
     # 0: a batch of a job whose reruns do not replace (Job.rerun_replaces); NULL counts as 1
     ("jc_batches", "replaces", "INTEGER"),
+    # when housekeeping removed the staged objects of a run that recorded no batch for them
+    ("jc_runs", "orphans_removed_at", "TEXT"),
 ]
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS jc_runs_task ON jc_runs (task_id)",
@@ -144,32 +146,44 @@ class Ledger:
         self.url = url
         parts = urlsplit(url)
         self.kind = "sqlite" if parts.scheme == "sqlite" else "postgresql"
-        try:
-            if self.kind == "sqlite":
-                path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
-                if path is None or not str(path):
-                    raise ConfigError("JANKYCRON_STATE_URL must look like sqlite:///path/state.db")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-                self.conn.execute("PRAGMA journal_mode=WAL")
-                self.conn.execute("PRAGMA busy_timeout=30000")
-            else:
-                import psycopg2
-
-                self.conn = psycopg2.connect(url.replace("postgres://", "postgresql://", 1),
-                                             connect_timeout=10)
-                self.conn.autocommit = True
-        except (sqlite3.Error, OSError) as e:
-            raise ConfigError(f"cannot open the ledger {redact(url)}: {e}") from None
-        except Exception as e:  # psycopg2.OperationalError: server down, bad database
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TransientError(f"ledger {redact(url)} is unreachable: {first}") from None
+        self._depth = 0  # nesting of transaction(): inner ones join the outer one
+        self.conn = self._connect()
         with self.transaction() as cur:
             if self.kind == "postgresql":  # two processes creating a fresh ledger at once
                 cur.execute("SELECT pg_advisory_xact_lock(4242001)")  # ... would collide
             for stmt in SCHEMA:
                 cur.execute(stmt)
             self._upgrade(cur)
+
+    def _connect(self) -> Any:
+        url = self.url
+        try:
+            if self.kind == "sqlite":
+                path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+                if path is None or not str(path):
+                    raise ConfigError("JANKYCRON_STATE_URL must look like sqlite:///path/state.db")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA busy_timeout=30000")
+                self._lost: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
+            else:
+                import psycopg2
+
+                # Keepalives: a ledger behind a dead network is noticed in ~25 s, not hours.
+                conn = psycopg2.connect(url.replace("postgres://", "postgresql://", 1),
+                                        connect_timeout=10, keepalives=1, keepalives_idle=10,
+                                        keepalives_interval=5, keepalives_count=3)
+                conn.autocommit = True
+                self._lost = (psycopg2.OperationalError, psycopg2.InterfaceError)
+        except ConfigError:
+            raise
+        except (sqlite3.Error, OSError) as e:
+            raise ConfigError(f"cannot open the ledger {redact(url)}: {e}") from None
+        except Exception as e:  # psycopg2.OperationalError: server down, bad database
+            raise LedgerUnavailable(f"ledger {redact(url)} is unreachable ({_first(e)})") \
+                from None
+        return conn
 
     @classmethod
     def open(cls, settings: Settings) -> Ledger:
@@ -183,24 +197,66 @@ class Ledger:
         return sql if self.kind == "sqlite" else sql.replace("?", "%s")
 
     @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        cur = self.conn.cursor()
-        cur.execute("BEGIN IMMEDIATE" if self.kind == "sqlite" else "BEGIN")
+    def _errors(self) -> Iterator[None]:
+        """The one place the drivers' errors for a ledger that cannot be reached or written
+        (server down, connection cut, SQLite file locked or unwritable) become
+        ``LedgerUnavailable``; SQL errors stay what they are."""
         try:
-            yield _Cursor(cur, self._sql)
-        except BaseException:
-            cur.execute("ROLLBACK")
+            yield
+        except LedgerUnavailable:
             raise
-        cur.execute("COMMIT")
+        except self._lost as e:
+            code = getattr(e, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF not in _SQLITE_UNAVAILABLE:
+                raise  # an SQL mistake, not an outage
+            raise LedgerUnavailable(f"ledger {redact(self.url)} is unreachable ({_first(e)})") \
+                from None
+
+    def _cursor(self) -> Any:
+        """A cursor; a PostgreSQL connection that was lost is opened again (outside a
+        transaction: inside one, the transaction is gone and the caller must start over)."""
+        if self.kind == "postgresql" and self.conn.closed:
+            if self._depth:
+                raise LedgerUnavailable(f"ledger {redact(self.url)} is unreachable (the "
+                                        "connection was lost mid-transaction)")
+            self.conn = self._connect()
+        return self.conn.cursor()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One transaction; a ``transaction()`` inside another joins it (all or nothing)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield _Cursor(self._cursor(), self._sql, self._errors)
+            finally:
+                self._depth -= 1
+            return
+        with self._errors():
+            cur = self._cursor()
+            cur.execute("BEGIN IMMEDIATE" if self.kind == "sqlite" else "BEGIN")
+        self._depth = 1
+        try:
+            yield _Cursor(cur, self._sql, self._errors)
+        except BaseException:
+            self._depth = 0
+            with suppress(Exception):  # a lost connection has rolled back already
+                cur.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        with self._errors():
+            cur.execute("COMMIT")
 
     def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        cur = self.conn.cursor()
-        cur.execute(self._sql(sql), tuple(args))
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        with self._errors():
+            cur = self._cursor()
+            cur.execute(self._sql(sql), tuple(args))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def _exec(self, sql: str, args: Iterable[Any] = ()) -> None:
-        self.conn.cursor().execute(self._sql(sql), tuple(args))
+        with self._errors():
+            self._cursor().execute(self._sql(sql), tuple(args))
 
     def _upgrade(self, cur: _Cursor) -> None:
         """Add the columns of COLUMNS that an older ledger lacks (idempotent; inside the
@@ -220,9 +276,10 @@ class Ledger:
 
     def _count(self, sql: str, args: Iterable[Any] = ()) -> int:
         """Execute and return how many rows it changed."""
-        cur = self.conn.cursor()
-        cur.execute(self._sql(sql), tuple(args))
-        return cur.rowcount
+        with self._errors():
+            cur = self._cursor()
+            cur.execute(self._sql(sql), tuple(args))
+            return cur.rowcount
 
     # ---------------------------------------------------------------- runs
     def start_run(self, job: str, interval: Interval, *, attempt: int | None = None,
@@ -273,6 +330,28 @@ class Ledger:
                           (run["job"], run["start"], run["end"], run["run_id"]))
         return _run_out(rows[0]) if rows else None
 
+    def unrecorded_runs(self, before: datetime, limit: int = 500) -> list[dict[str, Any]]:
+        """Runs that ended (failed, lost, retried) before ``before`` and whose staged objects
+        housekeeping has not looked at yet, oldest first, each with ``tables``: the tables it
+        recorded a batch for (``housekeeping.remove_orphans`` leaves those alone)."""
+        rows = self._rows(
+            "SELECT * FROM jc_runs WHERE status IN (?, ?, ?) AND orphans_removed_at IS NULL "
+            "AND COALESCE(finished_at, started_at) < ? ORDER BY id LIMIT ?",
+            (RunStatus.FAILED, RunStatus.LOST, RunStatus.RETRIED, fmt(before), limit))
+        out = []
+        for r in rows:
+            recorded = self._rows("SELECT table_name FROM jc_batches WHERE run_id = ?", (r["id"],))
+            out.append({**_run_out(r), "recorded": {b["table_name"] for b in recorded}})
+        return out
+
+    def tables_of(self, job: str) -> set[str]:
+        """Every table a job's runs recorded batches for."""
+        return {r["table_name"] for r in self._rows(
+            "SELECT DISTINCT table_name FROM jc_batches WHERE job = ?", (job,))}
+
+    def orphans_removed(self, run_id: str) -> None:
+        self._exec("UPDATE jc_runs SET orphans_removed_at = ? WHERE id = ?", (now(), run_id))
+
     def failed_runs(self, since: datetime | None = None) -> list[dict[str, Any]]:
         """Intervals whose newest run failed or was lost (started at or after ``since``),
         oldest interval first: what ``rerun --failed`` re-enqueues."""
@@ -315,7 +394,9 @@ class Ledger:
 
     def finish_run(self, run_id: str, status: str, *, error: str | None = None,
                    rows_extracted: int | None = None, rows_staged: int | None = None,
-                   rows_rejected: int | None = None) -> None:
+                   rows_rejected: int | None = None, only_from: str | None = None) -> bool:
+        """Set a run's outcome; with ``only_from``, only if its status is still that one (a
+        run the sweeper declared lost meanwhile stays lost). True if the row changed."""
         sets, args = ["status = ?", "error = ?"], [status, error]
         for name, value in (("rows_extracted", rows_extracted), ("rows_staged", rows_staged),
                             ("rows_rejected", rows_rejected)):
@@ -325,7 +406,9 @@ class Ledger:
         if status != RunStatus.STAGED:
             sets.append("finished_at = ?")
             args.append(now())
-        self._exec(f"UPDATE jc_runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
+        where = "id = ?" + (" AND status = ?" if only_from else "")
+        return self._count(f"UPDATE jc_runs SET {', '.join(sets)} WHERE {where}",
+                           (*args, run_id, *([only_from] if only_from else []))) == 1
 
     def run(self, run_id: str) -> dict[str, Any]:
         rows = self._rows("SELECT * FROM jc_runs WHERE id = ?", (run_id,))
@@ -526,19 +609,32 @@ class Ledger:
 
 
 class _Cursor:
-    """A cursor that takes ``?`` placeholders on both backends."""
+    """A cursor that takes ``?`` placeholders on both backends (driver errors mapped by
+    ``errors``, the ledger's ``_errors``)."""
 
-    def __init__(self, cur: Any, translate: Any):
-        self._cur, self._translate = cur, translate
+    def __init__(self, cur: Any, translate: Any, errors: Any = None):
+        self._cur, self._translate, self._errors = cur, translate, errors or nullcontext
 
     def execute(self, sql: str, args: Iterable[Any] = ()) -> None:
-        self._cur.execute(self._translate(sql), tuple(args))
+        with self._errors():
+            self._cur.execute(self._translate(sql), tuple(args))
 
     def fetchall(self) -> list[tuple]:
         return self._cur.fetchall()
 
     def fetchone(self) -> tuple:
         return self._cur.fetchone()
+
+
+# SQLite's primary result codes for a ledger that cannot be used now (others are SQL errors):
+# BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN.
+_SQLITE_UNAVAILABLE = {5, 6, 8, 10, 13, 14}
+
+
+def _first(e: BaseException) -> str:
+    """The first line of a driver's message (psycopg2's go on with hints), or its type."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _run_out(r: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -26,7 +27,14 @@ from typing import Any
 
 from . import deadletters
 from .config import Settings
-from .errors import JankycronError, SkipRun, TerminalError, TransientError, line_in
+from .errors import (
+    JankycronError,
+    LedgerUnavailable,
+    SkipRun,
+    TerminalError,
+    TransientError,
+    line_in,
+)
 from .job import Job, Routed, Run
 from .ledger import REPLAY_PREFIX, DeadLetter, Ledger, RunStatus
 from .load import Loader, LoadResult, Prefill, open_warehouse
@@ -143,11 +151,25 @@ def extract(ctx: Context, job: Job, run: Run,
         for w in writers.values():
             w.abort()
         raise
-    deadletters.write(store, ctx.ledger, rejects)
-    for b in staged:
-        ctx.ledger.add_batch(run.run_id, job.name, run.interval, b.table, b.manifest_key, b.rows,
-                             b.key_counts, replaces=job.rerun_replaces)
-    return extracted, sum(b.rows for b in staged)
+    rows = sum(b.rows for b in staged)
+    ledger = ctx.ledger
+    # Recorded in one transaction, all or nothing: the run staged, its batches, its dead
+    # letters' index and the job's state. A ledger lost here leaves objects no batch refers
+    # to (housekeeping.remove_orphans); a run the sweeper declared lost meanwhile (its
+    # interval may have run again) records nothing, so its data can never load twice.
+    with ledger.transaction():
+        if not ledger.finish_run(run.run_id, RunStatus.STAGED, rows_extracted=extracted,
+                                 rows_staged=rows, rows_rejected=extracted - rows,
+                                 only_from=RunStatus.RUNNING):
+            status = ledger.run(run.run_id)["status"]
+            raise TerminalError(f"run {run.run_id} is {status} in the ledger (declared so while "
+                                "it ran): its staged data is not recorded")
+        deadletters.write(store, ledger, rejects)
+        for b in staged:
+            ledger.add_batch(run.run_id, job.name, run.interval, b.table, b.manifest_key,
+                             b.rows, b.key_counts, replaces=job.rerun_replaces)
+        ledger.save_state(job.name, run.state)
+    return extracted, rows
 
 
 class Heartbeat:
@@ -218,7 +240,7 @@ def _run(ctx: Context, job: Job, interval: Interval, run_id: str, load: bool) ->
             ledger.finish_run(run_id, RunStatus.SKIPPED, error=str(e) or None)
             run.log.info("skipped: %s", e)
             return ledger.run(run_id)
-        ledger.finish_run(run_id, RunStatus.FAILED, error=describe(e, job))
+        _record_failure(ctx, run, describe(e, job))
         # A transient failure is a warning: it is retried, and the alert (one per run, after
         # the last attempt) is the caller's; an ERROR line would page (Sentry) per attempt.
         # Marked so that Sentry drops this line's event: the alert for the run is the event
@@ -228,9 +250,6 @@ def _run(ctx: Context, job: Job, interval: Interval, run_id: str, load: bool) ->
                     extra={ALERTED_BY_CALLER: True})
         raise
     try:
-        ledger.save_state(job.name, run.state)
-        ledger.finish_run(run_id, RunStatus.STAGED, rows_extracted=extracted,
-                          rows_staged=staged, rows_rejected=extracted - staged)
         run.log.info("staged %d of %d records", staged, extracted)
         if load:
             load_tables(ctx, job.tables, run_id=run_id, prefills=prefills)
@@ -239,6 +258,29 @@ def _run(ctx: Context, job: Job, interval: Interval, run_id: str, load: bool) ->
             if p:
                 p.discard()
     return ledger.run(run_id)
+
+
+RECORD_FAILURE_WITHIN = 10.0  # seconds a failed run keeps trying to reach the ledger
+
+
+def _record_failure(ctx: Context, run: Run, error: str) -> None:
+    """Record a run as failed. While the ledger is unreachable, try again for up to
+    RECORD_FAILURE_WITHIN seconds; then give up and leave the run ``running`` in the ledger:
+    its heartbeat stops with this run, so the sweeper marks it ``lost``. Never raises
+    LedgerUnavailable, so that the run's own error is the one raised."""
+    deadline, delay = time.monotonic() + RECORD_FAILURE_WITHIN, 0.5
+    while True:
+        try:
+            ctx.ledger.finish_run(run.run_id, RunStatus.FAILED, error=error,
+                                  only_from=RunStatus.RUNNING)
+            return
+        except LedgerUnavailable as e:
+            if time.monotonic() + delay > deadline:
+                run.log.error("failed (%s), and not recorded: %s; the run stays running in "
+                              "the ledger until the sweeper marks it lost", error, e)
+                return
+            time.sleep(delay)
+            delay = min(2 * delay, 4.0)
 
 
 def due_tables(ctx: Context, tables: dict[str, tuple[str, ...]], now: datetime | None = None

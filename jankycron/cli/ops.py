@@ -134,6 +134,30 @@ def load_cmd(app: App, table: str | None, local: bool, dry_run: bool, as_json: b
                    f"{r.rows_rejected:,} dead-lettered")
 
 
+@command(cli, "orphans")
+@click.option("--remove", is_flag=True, help="Delete them (under Celery the sweeper does).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def orphans_cmd(app: App, remove: bool, as_json: bool) -> None:
+    """Staged objects no batch refers to (never loadable): those of runs that ended failed,
+    lost or retried more than JANKYCRON_ORPHAN_GRACE ago without recording their batch. Lists
+    them; --remove deletes them. Recorded batches and dead letters are never touched."""
+    from .. import housekeeping
+
+    args = (app.ctx.ledger, app.ctx.store, app.registry, app.settings, datetime.now(UTC))
+    found = housekeeping.remove_orphans(*args) if remove else housekeeping.find_orphans(*args)[0]
+    rows = [{"run_id": o.run_id, "job": o.job, "table": o.table, "status": o.status,
+             "ended": o.ended, "objects": len(o.keys), "removed": remove} for o in found]
+    if as_json:
+        return _dump(rows)
+    if not rows:
+        click.echo("no orphaned staged objects")
+        return
+    _table([[r["job"], r["table"], r["run_id"], r["status"], r["ended"], str(r["objects"])]
+            for r in rows], ["JOB", "TABLE", "RUN", "STATUS", "ENDED", "OBJECTS"])
+    if remove:
+        click.echo(f"removed {sum(r['objects'] for r in rows):,} object(s)")
+
+
 def _print_plan(plan: dict[str, Any]) -> None:
     click.echo(f"{plan['table']} (key {', '.join(plan['key'])}): {len(plan['batches'])} "
                f"batch(es), {plan['rows']:,} rows in one transaction")
