@@ -4,13 +4,16 @@ The order is what makes "drop nothing" hold:
 
 1. the job's records are written to the object store (parts, then the manifest);
 2. records that JSON cannot hold exactly are written to the dead-letter store;
-3. the batches are recorded in the ledger as pending and the job's state is saved;
+3. in one ledger transaction, only while the run is still ``running``: the run is marked
+   staged, its batches recorded as pending, its dead letters indexed, the job's state saved;
 4. the loader merges the pending batches of each table.
 
 Where the warehouse allows, its validation of the parts starts during 1 (``load.Prefill``);
-nothing is merged before 3. A crash before 3 leaves unreferenced objects and a run marked
-running (the run is redone); a failure in 4 leaves the batches pending for the next load, and
-the run shows ``staged``.
+nothing is merged before 3. A crash before 3 leaves unreferenced objects (removed later by
+``housekeeping.remove_orphans``) and a run marked running (the sweeper marks it lost; the run
+is redone); a ledger lost before 3 fails the run (or, if the ledger stays away, leaves it to
+the sweeper) with the ledger's own error; a failure in 4 leaves the batches pending for the
+next load, and the run shows ``staged``.
 """
 
 from __future__ import annotations
