@@ -332,7 +332,7 @@ class Ledger:
 
     def unrecorded_runs(self, before: datetime, limit: int = 500) -> list[dict[str, Any]]:
         """Runs that ended (failed, lost, retried) before ``before`` and whose staged objects
-        housekeeping has not looked at yet, oldest first, each with ``tables``: the tables it
+        housekeeping has not looked at yet, oldest first, each with ``recorded``: the tables it
         recorded a batch for (``housekeeping.remove_orphans`` leaves those alone)."""
         rows = self._rows(
             "SELECT * FROM jc_runs WHERE status IN (?, ?, ?) AND orphans_removed_at IS NULL "

@@ -279,8 +279,9 @@ def _record_failure(ctx: Context, run: Run, error: str) -> None:
             return
         except LedgerUnavailable as e:
             if time.monotonic() + delay > deadline:
-                run.log.error("failed (%s), and not recorded: %s; the run stays running in "
-                              "the ledger until the sweeper marks it lost", error, e)
+                # A warning: the run's failure is raised to the caller, which alerts once.
+                run.log.warning("failed (%s), and not recorded: %s; the run stays running in "
+                                "the ledger until the sweeper marks it lost", error, e)
                 return
             time.sleep(delay)
             delay = min(2 * delay, 4.0)
