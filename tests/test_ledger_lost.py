@@ -236,3 +236,50 @@ def events(run):
     assert run["status"] == "lost" and run["rows_staged"] == 0
     assert "nothing pending" in duck_ws.cli("load", "--local", check=True).stdout
     assert warehouse_rows(duck_ws, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_parts_of_a_run_that_failed_mid_extraction_are_removed_after_the_grace(
+        duck_ws: Workspace) -> None:
+    """A job that raised after some parts were uploaded left them in the store for good."""
+    create_table(duck_ws, "CREATE TABLE events (id bigint NOT NULL, day int)")
+    duck_ws.write_job("events", '''
+from jankycron import job
+
+@job(schedule="0 0 * * *", table="events", key="id")
+def events(run):
+    for i in range(2000):
+        yield {"id": i, "day": 1}
+    raise RuntimeError("the API went away")
+''')
+    duck_ws.env["JANKYCRON_PART_SIZE"] = "4kb"
+    assert duck_ws.cli("run", "events", "--date", "2026-11-20", "--local").returncode == 1
+    store = duck_ws.path / "store"
+    parts = sorted(store.rglob("*.ndjson.gz"))
+    assert parts and not list(store.rglob("manifest.json"))
+    assert duck_ws.cli_json("orphans") == []  # within JANKYCRON_ORPHAN_GRACE (1 day)
+
+    db = sqlite3.connect(duck_ws.settings.state_url[len("sqlite:///"):])
+    db.execute("UPDATE jc_runs SET started_at = '2026-01-01T00:00:00Z', "
+               "finished_at = '2026-01-01T00:01:00Z'")  # as if it failed long ago
+    db.commit()
+    db.close()
+    (listed,) = duck_ws.cli_json("orphans")
+    assert (listed["status"], listed["removed"]) == ("failed", False)
+    assert listed["objects"] == len(list(store.rglob("part-*")))
+    assert sorted(store.rglob("*.ndjson.gz")) == parts  # listing removes nothing
+    removed = duck_ws.cli("orphans", "--remove", check=True).stdout
+    assert f"removed {listed['objects']} object(s)" in removed
+    assert not list(store.rglob("part-*"))
+    assert duck_ws.cli_json("orphans") == []  # looked at once
+
+    duck_ws.write_job("events", '''
+from jankycron import job
+
+@job(schedule="0 0 * * *", table="events", key="id")
+def events(run):
+    for i in range(2000):
+        yield {"id": i, "day": 1}
+''')
+    duck_ws.cli("run", "events", "--date", "2026-11-20", "--local", check=True)
+    assert warehouse_rows(duck_ws, "SELECT COUNT(*), COUNT(DISTINCT id) FROM events") == [
+        (2000, 2000)]
