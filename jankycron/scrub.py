@@ -173,9 +173,8 @@ def safe_text(text: str, limit: int | None = TEXT_LIMIT) -> str:
     except UnicodeEncodeError:
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if limit is not None and len(text) > limit:
-        marker = f"… [{len(text) - limit:,} more characters]"
-        text = text[:max(0, limit - len(marker))] + marker if limit > len(marker) \
-            else text[:limit]
+        keep = max(0, limit - 40)  # room for the marker
+        text = text[:keep] + f"… [{len(text) - keep:,} more characters]"
     return text
 
 
