@@ -41,6 +41,9 @@ _SECRET_PARAM = re.compile(
 # Shorter values are not treated as secrets: replacing "id" in every text helps nobody.
 MIN_SECRET = 4
 
+# Values of secret-named variables that are switches, not secrets (CI_JOB_TOKEN=true...).
+_NOT_SECRET = {"true", "false", "none", "null", "unset", "yes", "no", "on", "off", "enabled",
+               "disabled"}
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s\"'<>`]+")
 _QUERY_PARAM = re.compile(r"(^|[?&;])([^=&;#?]+)=([^&;#]*)")
 
@@ -111,7 +114,7 @@ def environ_secrets(environ: Mapping[str, str]) -> list[str]:
     for name, value in environ.items():
         if not value:
             continue
-        if secret_name(name):
+        if secret_name(name) and value.lower() not in _NOT_SECRET:
             out.append(value)
         if "://" in value:
             out += url_secrets(value)
