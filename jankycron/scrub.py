@@ -45,6 +45,7 @@ MIN_SECRET = 4
 _NOT_SECRET = {"true", "false", "none", "null", "unset", "yes", "no", "on", "off", "enabled",
                "disabled"}
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s\"'<>`]+")
+_CONNINFO = re.compile(r"(?:^|\s)(\w+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|([^\s']+))")
 _QUERY_PARAM = re.compile(r"(^|[?&;])([^=&;#?]+)=([^&;#]*)")
 
 
@@ -118,6 +119,9 @@ def environ_secrets(environ: Mapping[str, str]) -> list[str]:
             out.append(value)
         if "://" in value:
             out += url_secrets(value)
+        elif "=" in value:  # a libpq keyword DSN: "host=db user=u password=S"
+            out += [m.group(2) or m.group(3) for m in _CONNINFO.finditer(value)
+                    if _SECRET_PARAM.search(m.group(1))]
     return out
 
 

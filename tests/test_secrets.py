@@ -96,14 +96,15 @@ def test_settings_know_the_secrets_of_urls_and_of_secret_named_variables() -> No
                                  "JANKYCRON_SEGMENT_SECRET", "JANKYCRON_SLACK_WEBHOOK_URL"]))
     assert not any(map(secret_name, ["AWS_ACCESS_KEY_ID", "PWD", "GITHUB_ORGS", "HOME"]))
     s = Settings.from_env({
-        **LEAKY_ENV,
+        **LEAKY_ENV, "PAYMENTS_DB_URL": "host=db user=svc password=KeywordPassw0rd",
         "JANKYCRON_WAREHOUSE_URL": f"postgresql://u@db/x?password={QUERY_PASSWORD}",
         "JANKYCRON_STATE_URL": f"postgresql://u:{AT_PASSWORD}@db/state",
     })
     text = s.scrubber()(
         f"{GITHUB_TOKEN} {MAILGUN_KEY} {ACME_PASSWORD} {QUERY_PASSWORD} {AT_PASSWORD} "
+        "KeywordPassw0rd "
         'could not translate host name "Passw0rd@db" to address; encoded At%40Passw0rd')
-    assert text == ('*** *** *** *** *** could not translate host name "***@db" to address; '
+    assert text == ('*** *** *** *** *** *** could not translate host name "***@db" to address; '
                     "encoded ***")
     assert_no_secret(repr(s), (QUERY_PASSWORD, AT_PASSWORD, GITHUB_TOKEN))
 
