@@ -27,7 +27,7 @@ import math
 import re
 import smtplib
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -41,6 +41,7 @@ from sentry_sdk.crons import capture_checkin
 from .config import Settings
 from .runner import ALERTED_BY_CALLER
 from .schedule import fmt
+from .scrub import Scrubber, scrub
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,10 @@ def init_sentry(settings: Settings, *, celery: bool = False, transport: Any = No
     if transport is not None:
         options["transport"] = transport
     sentry_sdk.init(dsn=settings.sentry_dsn, integrations=integrations,
-                    before_send=_before_send(settings.secrets()), **options)
+                    before_send=_before_send(settings.scrubber()), **options)
 
 
-def _before_send(secrets: list[str]) -> Callable[[dict, dict], dict | None]:
-    secrets = sorted(set(secrets), key=len, reverse=True)  # longest first: a URL before its path
+def _before_send(secrets: Scrubber) -> Callable[[dict, dict], dict | None]:
 
     def before_send(event: dict, hint: dict) -> dict | None:
         if getattr((hint or {}).get("log_record"), ALERTED_BY_CALLER, False):
@@ -155,7 +155,7 @@ def _before_send(secrets: list[str]) -> Callable[[dict, dict], dict | None]:
     return before_send
 
 
-def _scrub_deep(value: Any, secrets: list[str]) -> Any:
+def _scrub_deep(value: Any, secrets: Scrubber) -> Any:
     if isinstance(value, str):
         return scrub(value, secrets)
     if isinstance(value, dict):
@@ -163,13 +163,6 @@ def _scrub_deep(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, list | tuple):
         return [_scrub_deep(v, secrets) for v in value]
     return value
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return text
 
 
 def fingerprint(job_name: str) -> list[str]:
@@ -268,7 +261,7 @@ class Alerts:
         self.settings = settings
         self.session = session or requests.Session()
         self._now = now
-        self._secrets = sorted(set(settings.secrets()), key=len, reverse=True)
+        self._secrets = settings.scrubber()  # alert texts pass through it (scrub.py)
 
     def now(self) -> datetime:
         if self._now is None:

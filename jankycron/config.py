@@ -9,10 +9,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .schedule import MaintenanceWindow
+from .scrub import Scrubber, environ_secrets, redact, url_secrets
 
 DEFAULTS = {
     "JANKYCRON_JOBS_PATH": "./jobs",
@@ -73,19 +74,6 @@ def parse_size(value: str, what: str = "size") -> int:
     if size < 1024:
         raise ConfigError(f"{what}: must be at least 1KB, got {value!r}")
     return size
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe for logs and error messages)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def _check_scheme(name: str, url: str, schemes: tuple[str, ...]) -> str:
@@ -171,6 +159,9 @@ class Settings:
     # broker when it is Redis) and the largest request body taken (Actions batches: <= 4,000).
     webhook_redis_url: str | None = None
     webhook_max_body: int = 16 * 1024**2
+    # Secret values of the environment Settings were built from, by name and in URLs
+    # (scrub.environ_secrets): job settings such as GITHUB_TOKEN or MAILGUN_API_KEY, too.
+    environ_secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -240,6 +231,7 @@ class Settings:
             if urlsplit(get("JANKYCRON_BROKER_URL")).scheme in ("redis", "rediss") else None,
             webhook_max_body=parse_size(opt("JANKYCRON_WEBHOOK_MAX_BODY") or "16MB",
                                         "JANKYCRON_WEBHOOK_MAX_BODY"),
+            environ_secrets=tuple(environ_secrets(environ)),
         )
 
     def load_interval_of(self, table: str) -> float:
@@ -258,13 +250,21 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
     def secrets(self) -> list[str]:
-        """Every secret value held, so that output can be scrubbed of them."""
+        """Every secret value held, so that output can be scrubbed of them (``scrub.Scrubber``):
+        the secret settings, the credentials in every URL setting, and the environment's
+        secrets (``environ_secrets``)."""
         values = [self.aws_secret_access_key, self.aws_session_token, self.sentry_dsn,
                   self.segment_secret, self.slack_webhook_url, self.status_password]
         if self.slack_webhook_url:  # the token is the path; errors may show it without the host
             values.append(urlsplit(self.slack_webhook_url).path.rstrip("/") or None)
+        if self.sentry_dsn:  # the DSN's key is its user name
+            values.append(urlsplit(self.sentry_dsn).username)
         for url in (self.store_url, self.warehouse_url, self.state_url, self.broker_url,
-                    self.lock_url or "", self.smtp_url or ""):
-            password = urlsplit(url).password
-            values.append(password)
-        return [v for v in values if v]
+                    self.lock_url or "", self.smtp_url or "", self.webhook_redis_url or ""):
+            values += url_secrets(url)
+        values += self.environ_secrets
+        return list(dict.fromkeys(v for v in values if v))
+
+    def scrubber(self) -> Scrubber:
+        """A ``Scrubber`` of these secrets, for logs, stored errors and pages."""
+        return Scrubber(self.secrets())

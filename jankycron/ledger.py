@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from .config import Settings, redact
 from .errors import ConfigError, LedgerUnavailable
 from .schedule import Interval, fmt, parse_fmt
+from .scrub import TEXT_LIMIT, Scrubber, safe_text
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,9 @@ class DeadLetter:
 
 
 class Ledger:
-    def __init__(self, url: str):
+    def __init__(self, url: str, scrubber: Scrubber | None = None):
         self.url = url
+        self.scrubber = scrubber or Scrubber()
         parts = urlsplit(url)
         self.kind = "sqlite" if parts.scheme == "sqlite" else "postgresql"
         self._depth = 0  # nesting of transaction(): inner ones join the outer one
@@ -187,12 +189,20 @@ class Ledger:
 
     @classmethod
     def open(cls, settings: Settings) -> Ledger:
-        return cls(settings.state_url)
+        return cls(settings.state_url, settings.scrubber())
 
     def close(self) -> None:
         self.conn.close()
 
     # ---------------------------------------------------------------- plumbing
+    def _text(self, text: str | None, limit: int | None = None) -> str | None:
+        """Every error and reason the ledger stores passes through here: without secrets,
+        NUL and lone surrogates escaped (PostgreSQL refuses NUL, UTF-8 surrogates), bounded
+        with a visible marker (``scrub.safe_text``)."""
+        if text is None:
+            return None
+        return safe_text(self.scrubber(str(text)), limit or TEXT_LIMIT)
+
     def _sql(self, sql: str) -> str:
         return sql if self.kind == "sqlite" else sql.replace("?", "%s")
 
@@ -302,7 +312,7 @@ class Ledger:
     def note_attempt(self, run_id: str, attempt: int, error: str | None = None) -> None:
         """A staged run whose load is tried again (``attempt``), with the last error."""
         self._exec("UPDATE jc_runs SET attempt = ?, error = COALESCE(?, error) WHERE id = ?",
-                   (attempt, error, run_id))
+                   (attempt, self._text(error), run_id))
 
     def runs_of_task(self, task_id: str) -> list[dict[str, Any]]:
         """The runs a Celery task made (one per attempt), oldest first."""
@@ -321,7 +331,8 @@ class Ledger:
         or another sweeper got it first)."""
         return self._count("UPDATE jc_runs SET status = ?, finished_at = ?, error = ? "
                            "WHERE id = ? AND status = ?",
-                           (RunStatus.LOST, now(), error, run_id, RunStatus.RUNNING)) == 1
+                           (RunStatus.LOST, now(), self._text(error), run_id,
+                            RunStatus.RUNNING)) == 1
 
     def newer_run(self, run: dict[str, Any]) -> dict[str, Any] | None:
         """The newest run of the same job and interval started after ``run``, if any."""
@@ -397,7 +408,7 @@ class Ledger:
                    rows_rejected: int | None = None, only_from: str | None = None) -> bool:
         """Set a run's outcome; with ``only_from``, only if its status is still that one (a
         run the sweeper declared lost meanwhile stays lost). True if the row changed."""
-        sets, args = ["status = ?", "error = ?"], [status, error]
+        sets, args = ["status = ?", "error = ?"], [status, self._text(error)]
         for name, value in (("rows_extracted", rows_extracted), ("rows_staged", rows_staged),
                             ("rows_rejected", rows_rejected)):
             if value is not None:
@@ -468,7 +479,7 @@ class Ledger:
             "INSERT INTO jc_table_state (table_name, failures, last_failure_at, last_error) "
             "VALUES (?, 1, ?, ?) ON CONFLICT (table_name) DO UPDATE SET failures = "
             "jc_table_state.failures + 1, last_failure_at = excluded.last_failure_at, "
-            "last_error = excluded.last_error", (table, now(), error[:2000]))
+            "last_error = excluded.last_error", (table, now(), self._text(error, 2000)))
 
     def table_loaded(self, table: str) -> None:
         self._exec("DELETE FROM jc_table_state WHERE table_name = ?", (table,))
@@ -574,8 +585,8 @@ class Ledger:
                     "INSERT INTO jc_deadletters (batch_id, phase, line, table_name, job, run_id,"
                     " reason, record, object_key, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
                     " ON CONFLICT (batch_id, phase, line) DO UPDATE SET reason = excluded.reason",
-                    (d.batch_id, d.phase, d.line, d.table, d.job, d.run_id, d.reason, d.record,
-                     d.object_key, at),
+                    (d.batch_id, d.phase, d.line, d.table, d.job, d.run_id,
+                     self._text(d.reason, 2000), d.record, d.object_key, at),
                 )
 
     def mark_replayed(self, letters: Iterable[dict[str, Any]]) -> None:

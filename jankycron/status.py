@@ -38,7 +38,7 @@ from flask import Blueprint, Response, current_app, render_template, request
 from flask.blueprints import BlueprintSetupState
 
 from . import ledger_views
-from .alerts import parse_route, scrub
+from .alerts import parse_route
 from .config import Settings, redact
 from .discovery import JobFileError, Registry, discover
 from .errors import ConfigError
@@ -46,6 +46,7 @@ from .housekeeping import grace
 from .job import Job
 from .ledger import Ledger
 from .schedule import Interval, fmt, parse_fmt
+from .scrub import mask_values
 
 log = logging.getLogger(__name__)
 
@@ -375,9 +376,11 @@ def _days_arg() -> int:
 
 def _page(template: str, code: int = 200, **context: Any) -> tuple[str, int]:
     state = status_state()
-    secrets = state.settings.secrets()
+    scrubber = state.settings.scrubber()
+    # Every error and dead-letter reason a page shows goes through ``scrub`` in the templates:
+    # secrets out, and the values a warehouse message quotes masked (records are never shown).
     html = render_template(template, statuses=STATUSES, viewer=_viewer(), now=state.now(),
-                           fmt=fmt, scrub=lambda text: scrub(text or "", secrets),
+                           fmt=fmt, scrub=lambda text: mask_values(scrubber(text or "")),
                            **context)
     return html, code
 

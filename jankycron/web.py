@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from flask import Blueprint, Flask, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from .alerts import scrub
 from .config import Settings
 from .metrics import LedgerSource, ledger_registry
+from .scrub import install_log_filter
 from .status import bp as status_page
 from .webhooks import segment_webhook
 
@@ -35,6 +35,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     """The WSGI app; settings from the environment unless given (tests pass them)."""
     settings = settings or Settings.from_env(os.environ)
     app = Flask("jankycron")
+    # Every log line of the web process (gunicorn's error log too) is scrubbed of secrets.
+    install_log_filter(settings.scrubber(), "gunicorn.error")
     source = LedgerSource(settings)
     app.extensions["jankycron"] = WebState(settings, source, ledger_registry(source))
     app.register_blueprint(ops)
@@ -57,7 +59,7 @@ def healthz() -> tuple[Response, int]:
         web.source.ping()
     except Exception as e:
         lines = str(e).strip().splitlines()
-        reason = scrub(lines[0] if lines else type(e).__name__, web.settings.secrets())[:300]
+        reason = web.settings.scrubber()(lines[0] if lines else type(e).__name__)[:300]
         body = jsonify(status="unavailable", reason=f"ledger: {reason}",
                        checks={"ledger": reason})
         code = 503

@@ -14,17 +14,19 @@ import logging
 import os
 from typing import Any
 
-from celery.signals import beat_init, worker_init
+from celery.signals import after_setup_logger, after_setup_task_logger, beat_init, worker_init
 
 from .celery_app import make_celery
 from .config import Settings
 from .discovery import discover
+from .scrub import install_log_filter
 
 log = logging.getLogger(__name__)
 
 settings = Settings.from_env(os.environ)
 registry, errors = discover(settings.jobs_path)
 app = make_celery(settings, registry)
+scrubber = settings.scrubber()
 
 
 def _started(role: str) -> None:
@@ -36,6 +38,14 @@ def _started(role: str) -> None:
     for e in errors:
         log.error("skipped broken job file %s", e)
     log.info("jankycron: %d job(s) from %s", len(registry), settings.jobs_path)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _scrub_logs(logger: logging.Logger | None = None, **_: Any) -> None:
+    """Celery has set up its handlers (root, then the task logger): every record they write,
+    tracebacks and redirected stdout included, is scrubbed of the configured secrets."""
+    install_log_filter(scrubber, *([logger] if logger is not None else []))
 
 
 @worker_init.connect

@@ -330,6 +330,41 @@ def test_an_error_captured_inside_a_bound_run_groups_with_its_job_and_is_scrubbe
     assert DB_PASSWORD not in transport.raw()
 
 
+def test_sentry_and_the_routes_never_get_a_job_s_token_or_a_query_password(
+        receiver: Receiver) -> None:
+    """Secrets the job read from its environment (GITHUB_TOKEN) and a password in a URL's
+    query string are scrubbed from Sentry events (alerts and captured exceptions alike) and
+    from the webhook's payload."""
+    token, query_password = "ghp_alertToken1234567890", "QueryPassw0rd"
+    transport = KeepEnvelopes()
+    s = settings_for(receiver, SENTRY_DSN="https://publickey@sentry.example/42",
+                     GITHUB_TOKEN=token,
+                     JANKYCRON_STATE_URL=f"postgresql://u@db.internal/x?password={query_password}")
+    init_sentry(s, transport=transport)
+    try:
+        j = make_job("orders", f"{receiver.url}/hook/{HOOK_TOKEN}")
+        error = (f"RuntimeError: 401 for token={token}; ledger "
+                 f"postgresql://u@db.internal/x?password={query_password}")
+        Alerts(s, now=MONDAY_0300).run_failed(j, RUN, error)
+        with sentry_sdk.isolation_scope():
+            bind_sentry(j, RUN)
+            try:
+                raise RuntimeError(error)
+            except RuntimeError:
+                sentry_sdk.capture_exception()
+        sentry_sdk.flush()
+        events = transport.items("event")
+        assert len(events) == 2
+        assert "401 for token=***" in transport.raw()
+        payload = json.dumps(receiver.to(f"/hook/{HOOK_TOKEN}"))
+        assert "401 for token=***" in payload and "password=***" in payload
+        for text in (transport.raw(), payload):
+            assert token not in text and query_password not in text
+    finally:
+        sentry_sdk.get_client().close()
+        sentry_sdk.get_global_scope().set_client(None)
+
+
 def test_a_crons_check_in_per_job_says_ok_once_loaded(sentry) -> None:
     transport, s = sentry
     a, j = Alerts(s), make_job("orders_daily")

@@ -122,6 +122,8 @@ def test_unknown_job_with_a_typo_suggests_the_job(orders_ws: Workspace) -> None:
     ("JANKYCRON_WAREHOUSE_URL", f"mysql://root:{PASSWORD}@db.internal:3306/shop", PASSWORD),
     ("JANKYCRON_STORE_URL", f"ftp://loader:{PASSWORD}@files.internal/drop", PASSWORD),
     ("JANKYCRON_STATE_URL", f"redis://:{PASSWORD}@cache.internal:6379/0", PASSWORD),
+    ("JANKYCRON_WAREHOUSE_URL", f"mysql://root@db.internal/shop?password={PASSWORD}", PASSWORD),
+    ("JANKYCRON_STORE_URL", f"ftp://loader:p@{PASSWORD}@files.internal/drop", PASSWORD),
     ("JANKYCRON_STATEMENT_TIMEOUT", "soon", None),
     ("JANKYCRON_PART_SIZE", "12", None),
 ])

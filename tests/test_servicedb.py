@@ -306,7 +306,7 @@ def test_an_unknown_table_or_column_and_a_missing_dsn_are_one_line_errors(
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "error: svc_col: SVC_URL is not set: the service database's DSN "
-        "(postgresql://user:pass@host:5432/db) is required"]
+        "(postgresql://user:***@host:5432/db) is required"]  # error lines show no URL password
 
 
 def test_values_arrive_as_documented(duck_ws: Workspace, make_db) -> None:

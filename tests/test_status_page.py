@@ -327,6 +327,43 @@ def test_a_job_error_with_html_renders_as_text(client) -> None:
     assert "<script" not in text.replace('<script src="/status/static/status.js" defer>', "")
 
 
+def test_customer_values_in_run_and_load_errors_are_masked_on_every_page(client,
+                                                                       ledger: Ledger) -> None:
+    """A merge that failed on a duplicate key or a CHECK: PostgreSQL's message names the
+    constraint and quotes the row; the job page and /loader keep the names, mask the values."""
+    failed_run(ledger, "orders", daily(-6),
+               'load of orders pending: duplicate key value violates unique constraint '
+               '"orders_pkey"\nDETAIL:  Key (card)=(4111111111111111) already exists.')
+    ledger.table_failed("orders", 'new row for relation "orders" violates check constraint '
+                        '"amount_positive" Failing row contains (4111111111111111, -5).')
+    job = get(client, f"/jobs/orders?date={day(-6)}")
+    assert 'unique constraint &#34;orders_pkey&#34;' in job and "DETAIL: …" in job
+    loader = get(client, "/loader")
+    assert "check constraint &#34;amount_positive&#34;" in loader
+    assert "Failing row contains (…)" in loader
+    for text in (job, loader):
+        assert "4111111111111111" not in text
+
+
+def test_the_web_process_log_is_scrubbed_of_secrets(tmp_path: Path, ledger: Ledger) -> None:
+    """create_app() puts the scrubber on the process's log handlers: a line that quotes the
+    status password or a URL's password is written without them."""
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logging.getLogger().addHandler(handler)
+    try:
+        make_client(tmp_path, [], env={"JANKYCRON_STATUS_USER": "ops",
+                                       "JANKYCRON_STATUS_PASSWORD": "StatusPassw0rd"})
+        logging.getLogger("jankycron.web").warning(
+            "odd request with %s from postgresql://u:DbPassw0rd@db/x", "StatusPassw0rd")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert stream.getvalue() == "odd request with *** from postgresql://u:***@db/x\n"
+
+
 def test_the_rerun_command_of_a_failed_day_is_exact(client, tmp_path: Path) -> None:
     text = get(client, f"/jobs/orders?date={day(-4)}")
     page = Page(text)

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from functools import cached_property, update_wrapper
 from typing import Any
@@ -20,6 +21,7 @@ from ..config import Settings
 from ..discovery import Registry, discover
 from ..errors import JankycronError
 from ..runner import Context
+from ..scrub import Scrubber, environ_secrets, install_log_filter, safe_text
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ def cli(cctx: click.Context, verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cctx.obj = App(dict(os.environ))
+    # Every log line (and traceback) passes through one scrubber of the configured secrets.
+    install_log_filter(cctx.obj.settings.scrubber())
 
 
 def _dump(rows: list[dict[str, Any]]) -> None:
@@ -107,18 +111,20 @@ def _print_run(row: dict[str, Any]) -> None:
         click.echo(f"  see: jankycron deadletters --run {row['run_id']}")
 
 
+def _scrubber() -> Scrubber:
+    """The configured secrets; with settings that do not parse, the environment's."""
+    try:
+        return Settings.from_env(os.environ).scrubber()
+    except JankycronError:
+        return Scrubber(environ_secrets(os.environ))
+
+
 def main() -> None:
     """Entry point: expected errors are one line on stderr, exit 1; no secrets in output."""
     try:
         code = cli.main(standalone_mode=False)  # returns the code of a click Exit
     except JankycronError as e:
-        message = str(e)
-        try:
-            for secret in Settings.from_env(os.environ).secrets():
-                message = message.replace(secret, "***")
-        except JankycronError:
-            pass
-        click.echo(f"error: {message}", err=True)
+        click.echo(f"error: {safe_text(_scrubber()(str(e)), 2000)}", err=True)
         sys.exit(1)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
@@ -128,6 +134,9 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except Exception:  # a bug: the traceback is for a developer, still without secrets
+        click.echo(safe_text(_scrubber()(traceback.format_exc()), None), err=True, nl=False)
+        sys.exit(1)
     if isinstance(code, int) and code:
         sys.exit(code)
 

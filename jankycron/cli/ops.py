@@ -46,11 +46,13 @@ def jobs_cmd(app: App, as_json: bool) -> None:
 def check_cmd(app: App) -> None:
     """Check job files, configuration and every connection; exit 1 on any problem."""
     problems = 0
+    scrub = app.settings.scrubber()  # a driver's message may quote what libpq parsed
 
     def report(ok: bool, what: str, detail: str = "") -> None:
         nonlocal problems
         problems += not ok
-        click.echo(f"{'ok  ' if ok else 'FAIL'}  {what}" + (f": {detail}" if detail else ""))
+        click.echo(scrub(f"{'ok  ' if ok else 'FAIL'}  {what}" + (f": {detail}" if detail
+                                                                    else "")))
 
     registry, errors = app.discovered()
     for e in errors:
@@ -178,6 +180,8 @@ def _print_plan(plan: dict[str, Any]) -> None:
 def history_cmd(app: App, job_name: str | None, limit: int, as_json: bool) -> None:
     """Runs: job, interval, status, rows staged / loaded / rejected, times, error."""
     rows = app.ctx.ledger.history(job_name, limit)
+    scrub = app.settings.scrubber()  # stored scrubbed; this covers rows of older versions
+    rows = [{**r, "error": scrub(r["error"]) if r["error"] else r["error"]} for r in rows]
     if as_json:
         return _dump(rows)
     if not rows:

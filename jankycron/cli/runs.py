@@ -64,7 +64,7 @@ def _wait(app: App, tasks: list[tuple[str, Any]]) -> tuple[list[Any], list[str]]
     """Wait for enqueued tasks, printing each one's progress on stderr as it changes. Returns
     the results of those that succeeded (in order) and one line per failure."""
     shown: dict[str, str] = {res.id: "queued" for _, res in tasks}
-    secrets = app.settings.secrets()
+    scrub = app.settings.scrubber()
     results: dict[str, Any] = {}
     errors: list[str] = []
     todo = list(tasks)
@@ -75,9 +75,8 @@ def _wait(app: App, tasks: list[tuple[str, Any]]) -> tuple[list[Any], list[str]]
                 note = _progress(app, res)
                 if shown.get(res.id) != note and not (done and note in ("done", "failed")):
                     shown[res.id] = note
-                    for secret in secrets:  # a job's own error text may hold anything
-                        note = note.replace(secret, "***")
-                    click.echo(f"{label}: {note}", err=True)
+                    # a job's own error text may hold anything
+                    click.echo(f"{label}: {scrub(note)}", err=True)
                 if not done:
                     continue
                 todo.remove((label, res))
