@@ -286,12 +286,15 @@ class Alerts:
         self._send(Alert("run_lost", job, f"run lost: {self._first_line(detail)}", run,
                          detail=self._bounded(detail)))
 
-    def run_missed(self, job, last_success: datetime | None, expected_by: datetime) -> None:
-        """No successful run as recent as the schedule allows (a dead man's switch)."""
+    def run_missed(self, job, last_success: datetime | None, expected_by: datetime,
+                   interval: Any = None) -> None:
+        """No successful run as recent as the schedule allows (a dead man's switch);
+        ``interval``: the one that should have landed."""
         last = f"last successful interval ended {fmt(last_success)}" if last_success else \
             "no successful run yet"
+        which = f" (interval {interval})" if interval is not None else ""
         self._send(Alert("run_missed", job,
-                         f"missed: {last}; a success was expected by {fmt(expected_by)}"))
+                         f"missed: {last}; a success was expected by {fmt(expected_by)}{which}"))
 
     def checkin(self, job, status: str, check_in_id: str | None = None) -> str | None:
         """Sentry Crons check-in for the job's monitor: ``in_progress`` when a run starts (keep

@@ -3,8 +3,8 @@
 - ``fire``: the intervals of a job to enqueue now, by its catch-up policy, each exactly once
   (a compare-and-set in the ledger, so a second beat or a redelivered tick enqueues nothing);
 - ``sweep``: runs whose worker stopped heartbeating become ``lost``, alert, and run again;
-- ``check_missed``: alerts when a job's newest done interval is older than its schedule allows
-  (a dead man's switch: it runs on whichever worker takes the ops queue);
+- ``check_missed``: alerts when the newest interval a job's schedule says should have landed
+  by now has not (a dead man's switch: it runs on whichever worker takes the ops queue);
 - ``remove_orphans``: staged objects of runs that ended without recording a batch for them
   (killed mid-extraction, or the ledger was lost before the batch was recorded) are removed
   once the run ended ``JANKYCRON_ORPHAN_GRACE`` ago.
@@ -22,7 +22,7 @@ from typing import Any
 from .config import Settings
 from .discovery import Registry
 from .job import Job
-from .ledger import REPLAY_PREFIX, Ledger
+from .ledger import REPLAY_PREFIX, Ledger, RunStatus
 from .schedule import Interval, fmt, parse_fmt
 from .staging import batch_prefix
 from .store import Store
@@ -126,12 +126,25 @@ def sweep(ledger: Ledger, registry: Registry, alerts: Any, settings: Settings, n
 
 
 # -------------------------------------------------------------------------------- missed
+EARLY_START = timedelta(minutes=1)  # clock skew allowed between beat and the workers
+
+
+def landed(run: dict[str, Any], interval: Interval) -> bool:
+    """Does ``run`` stand for ``interval``'s data having landed? It is done (success or
+    skipped) and started after the interval ended: a run that started earlier (``run --date``
+    before it refused unfinished intervals, or through the API) read part of the data only."""
+    return (run["status"] in (RunStatus.SUCCESS, RunStatus.SKIPPED)
+            and parse_fmt(run["started_at"]) >= interval.end - EARLY_START)
+
+
 def check_missed(ledger: Ledger, registry: Registry, alerts: Any, settings: Settings,
                  now: datetime) -> list[str]:
-    """Alert for each job whose newest done interval (success or skipped) is older than the
-    newest interval that should have landed by now (see ``grace``). One alert per episode: not
-    again until a newer interval is done. Jobs are watched from when beat first saw them, or
-    from their oldest run in the ledger. Returns the overdue jobs' names."""
+    """Alert for each job whose newest expected interval has not landed: the newest interval
+    of its schedule that should be done by now (it ended more than ``grace`` ago) has no run
+    that ``landed``. Runs of other intervals, a later or far-off one included, do not count.
+    One alert per episode: not again until a newer interval (before the expected one) is done.
+    Jobs are watched from when beat first saw them, or from their oldest run in the ledger.
+    Returns the overdue jobs' names."""
     overdue = []
     for job in registry:
         state = ledger.schedule_state(job.name)
@@ -141,16 +154,16 @@ def check_missed(ledger: Ledger, registry: Registry, alerts: Any, settings: Sett
         watched_from = min(filter(None, (parse_fmt(state["since"]), first)))
         if expected.end <= watched_from:
             continue
-        last = ledger.last_success(job.name)
-        if last is not None and last >= expected.end:
+        if any(landed(run, expected) for run in ledger.runs_of(job.name, expected)):
             continue
         overdue.append(job.name)
+        last = ledger.last_success(job.name, before=expected.end)
         marker = fmt(last) if last else "never"
         if state["missed_alerted"] == marker:
             continue  # already alerted for this episode
-        log.warning("[%s] missed: newest done interval ends %s, expected %s by %s", job.name,
-                    marker, fmt(expected.end), fmt(expected.end + wait))
-        alerts.run_missed(job, last, expected.end + wait)
+        log.warning("[%s] missed: interval %s has not landed (due by %s); newest done interval "
+                    "ends %s", job.name, expected, fmt(expected.end + wait), marker)
+        alerts.run_missed(job, last, expected.end + wait, interval=expected)
         ledger.set_missed_alerted(job.name, marker)
     return overdue
 

@@ -374,11 +374,22 @@ class Ledger:
             (RunStatus.FAILED, RunStatus.LOST, fmt(since) if since else ""))
         return [_run_out(r) for r in rows]
 
-    def last_success(self, job: str) -> datetime | None:
-        """The end of the newest interval of ``job`` that is done (loaded, or skipped)."""
+    def last_success(self, job: str, before: datetime | None = None) -> datetime | None:
+        """The end of the newest interval of ``job`` that is done (loaded, or skipped); with
+        ``before``, of those ending before it (a run of a later or far-off interval, possible
+        in an old ledger or through the API, must not stand for the intervals now due)."""
+        bound, args = (" AND interval_end < ?", [fmt(before)]) if before else ("", [])
         rows = self._rows("SELECT MAX(interval_end) AS e FROM jc_runs WHERE job = ? AND "
-                          "status IN (?, ?)", (job, RunStatus.SUCCESS, RunStatus.SKIPPED))
+                          f"status IN (?, ?){bound}",
+                          (job, RunStatus.SUCCESS, RunStatus.SKIPPED, *args))
         return parse_fmt(rows[0]["e"]) if rows and rows[0]["e"] else None
+
+    def runs_of(self, job: str, interval: Interval) -> list[dict[str, Any]]:
+        """Every run of ``job`` for exactly ``interval``, oldest first."""
+        rows = self._rows("SELECT * FROM jc_runs WHERE job = ? AND interval_start = ? AND "
+                          "interval_end = ? ORDER BY id",
+                          (job, fmt(interval.start), fmt(interval.end)))
+        return [_run_out(r) for r in rows]
 
     def first_interval_end(self, job: str) -> datetime | None:
         rows = self._rows("SELECT MIN(interval_end) AS e FROM jc_runs WHERE job = ?", (job,))

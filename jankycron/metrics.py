@@ -42,6 +42,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from .config import Settings
 from .ledger import Ledger
+from .ledger import now as ledger_now
 from .schedule import parse_fmt
 
 log = logging.getLogger(__name__)
@@ -131,11 +132,15 @@ def _families(ledger: Ledger) -> Iterator[Metric]:
     last_end = GaugeMetricFamily("jankycron_last_success_interval_end_timestamp_seconds",
                                  "end of the newest data interval loaded successfully",
                                  labels=["job"])
-    for r in ledger._rows("SELECT job, MAX(finished_at) AS at, MAX(interval_end) AS iend "
-                          "FROM jc_runs WHERE status = 'success' GROUP BY job"):
+    # a run of an interval that has not ended (an old ledger, the API) must not make the job
+    # look fresh to a staleness alert on this gauge
+    for r in ledger._rows("SELECT job, MAX(finished_at) AS at, MAX(CASE WHEN interval_end <= ? "
+                          "THEN interval_end END) AS iend FROM jc_runs WHERE status = 'success' "
+                          "GROUP BY job", (ledger_now(),)):
         if r["at"]:
             last.add_metric([r["job"]], parse_fmt(r["at"]).timestamp())
-        last_end.add_metric([r["job"]], parse_fmt(r["iend"]).timestamp())
+        if r["iend"]:
+            last_end.add_metric([r["job"]], parse_fmt(r["iend"]).timestamp())
     yield last
     yield last_end
 

@@ -111,16 +111,115 @@ class Schedule:
         )
 
 
-def parse_day(value: str) -> date | datetime:
-    """``2026-11-25`` -> date; ``2026-11-25T04:00`` (UTC unless an offset is given) -> datetime."""
+# The span of dates an operator may name (``--date``, ``--start``/``--end``, ``--since``):
+# well inside what ``datetime`` holds (years 1..9999), so that croniter stepping to the
+# neighbouring fire, a day added to ``--end``, or a job shifting its window (email_events reads
+# its hour shifted back by the provider's lag) can never overflow. Before 1970 is a typo
+# in practice (and negative Unix times trip many APIs); after 9998 is far beyond "not ended".
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)  # exclusive
+
+
+def parse_day(value: str, what: str = "--date") -> date | datetime:
+    """``2026-11-25`` -> date; ``2026-11-25T04:00`` (UTC unless an offset is given) -> datetime.
+
+    ``what`` names the option in the error: an empty value, one that is not a date or a time,
+    and one outside EARLIEST..LATEST are each a one-line ConfigError.
+    """
+    day = _read_day(value, what)
+    if not EARLIEST <= day_start(day) < LATEST:
+        raise _out_of_range(value, what)
+    return day
+
+
+def _read_day(value: str, what: str) -> date | datetime:
+    text = (value or "").strip()
+    if not text:
+        raise ConfigError(f"{what} is empty: give a day (YYYY-MM-DD) or a time "
+                          "(YYYY-MM-DDTHH:MM, UTC)")
     try:
-        if len(value) == 10:
-            return date.fromisoformat(value)
-        return utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        if len(text) == 10:
+            return date.fromisoformat(text)
+        return utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except OverflowError:  # an offset that moves year 1 or 9999 out of datetime's range
+        raise _out_of_range(value, what) from None
     except ValueError:
         raise ConfigError(
-            f"{value!r} is not a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM)"
+            f"{what} {value!r} is not a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM)"
         ) from None
+
+
+def _out_of_range(value: str, what: str) -> ConfigError:
+    return ConfigError(f"{what} {value.strip()} is out of range: jankycron runs intervals from "
+                       f"{EARLIEST:%Y-%m-%d} to {LATEST - timedelta(days=1):%Y-%m-%d}")
+
+
+def day_start(day: date | datetime) -> datetime:
+    """A day's midnight UTC; a datetime (already UTC) as it is."""
+    if isinstance(day, datetime):
+        return day
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def ensure_ended(interval: Interval, now: datetime) -> Interval:
+    """``interval``, if it has ended at ``now``; a run of an interval still in progress would
+    read part of its data and look done (and the status page and history would say so)."""
+    if interval.end > now:
+        raise ConfigError(f"interval {interval} has not ended; run it after {fmt(interval.end)}")
+    return interval
+
+
+def run_interval(schedule: Schedule, value: str | None, now: datetime) -> Interval:
+    """The interval ``jankycron run --date VALUE`` means (None: the latest complete one),
+    refused with a one-line ConfigError unless it is a valid interval that has ended."""
+    if value is None:
+        return schedule.latest_complete(now)
+    day = parse_day(value, "--date")
+    try:
+        interval = schedule.interval_on(day)
+    except (OverflowError, ValueError):  # the next fire lies beyond datetime's years
+        raise ConfigError(f"--date {value}: the interval starting then has not ended") from None
+    return ensure_ended(interval, now)
+
+
+def backfill_intervals(schedule: Schedule, start: str, end: str, now: datetime
+                       ) -> list[Interval]:
+    """The intervals ``jankycron backfill --start START --end END`` runs, oldest first: those
+    starting from START's day (or time) up to END's day (inclusive; or up to and including a
+    time). Refused with one line if the range is empty or reaches an interval that has not
+    ended (naming it, and the last ``--end`` that can run now), so a backfill never runs part
+    of a range, nor an interval still in progress."""
+    first, last = parse_day(start, "--start"), _read_day(end, "--end")
+    lo = day_start(first)
+    if day_start(last) >= LATEST:  # "until whenever": refused below as not ended, with a hint
+        hi = LATEST
+    else:  # intervals start before `hi` (a day: the next midnight; a time: just after it)
+        last = parse_day(end, "--end")
+        hi = day_start(last) + (timedelta(microseconds=1) if isinstance(last, datetime)
+                                else timedelta(days=1))
+    if hi <= lo:
+        raise ConfigError(f"--end {end} is before --start {start}")
+    try:  # the first interval of the range that has not ended: the one in progress at `now`,
+        # or the first one of a range that starts later
+        current = schedule.prev_fire(now)
+        pending = Interval(current, schedule.next_fire(current)) if lo <= current else \
+            next(schedule.intervals_starting(lo, LATEST), None)
+    except (OverflowError, ValueError):
+        raise ConfigError(f"--start {start}: the intervals from then on have not ended") \
+            from None
+    if pending is not None and pending.start < hi:
+        before = schedule.interval_ending(pending.start)
+        hint = ""
+        if before.start >= lo:  # an --end that covers only ended intervals
+            hint = (f"; the last --end that can run now is {before.start.date().isoformat()}"
+                    if before.start.date() != pending.start.date() else
+                    f"; the last --end that can run now is {fmt(before.start)[:16]}")
+        raise ConfigError(f"backfill {start}..{end} reaches interval {pending}, which has not "
+                          f"ended (run it after {fmt(pending.end)}){hint}")
+    intervals = list(schedule.intervals_starting(lo, hi))
+    if not intervals:
+        raise ConfigError(f"no interval of {schedule.expr!r} starts in {start}..{end}")
+    return intervals
 
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -42,10 +42,10 @@ from .alerts import parse_route
 from .config import Settings, redact
 from .discovery import JobFileError, Registry, discover
 from .errors import ConfigError
-from .housekeeping import grace
+from .housekeeping import grace, landed
 from .job import Job
 from .ledger import Ledger
-from .schedule import Interval, fmt, parse_fmt
+from .schedule import EARLIEST, LATEST, Interval, fmt, parse_fmt
 from .scrub import mask_values
 
 log = logging.getLogger(__name__)
@@ -255,9 +255,14 @@ def _short(n: int) -> str:
     return str(n)
 
 
-def rerun_command(job: Job, interval: Interval) -> str:
+def rerun_command(job: Job, interval: Interval, now: datetime | None = None) -> str | None:
     """The CLI command that reruns ``interval`` (``--date`` names the day it starts on; with
-    several intervals starting that day, the time too, as ``Schedule.interval_on`` wants)."""
+    several intervals starting that day, the time too, as ``Schedule.interval_on`` wants).
+    None for one the CLI would refuse: not ended at ``now``, or outside the dates it takes
+    (a far-off run from an old ledger or the API)."""
+    if (now is not None and interval.end > now) or not \
+            EARLIEST <= interval.start < LATEST:
+        return None
     day = interval.start.date()
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     same_day = list(itertools.islice(
@@ -273,6 +278,9 @@ def interval_view(job: Job | None, interval: Interval, run: dict[str, Any] | Non
         label = _RUN_LABELS.get(run["status"], run["status"])
         if status == "success" and run["rows_rejected"]:
             status, label = "deadletters", STATUSES["deadletters"]
+        if run["status"] in ("success", "skipped") and not landed(run, interval) and \
+                interval.end + wait <= now:  # as the missed-run check sees it
+            status, label = "missed", f"{label}, but it started before the interval ended"
     elif interval.end + wait > now:
         status = "notdue"
         label = "not yet due" if interval.end > now else \
@@ -282,7 +290,7 @@ def interval_view(job: Job | None, interval: Interval, run: dict[str, Any] | Non
     else:
         status, label = "missed", "no run"
     return IntervalView(interval, status, label, run,
-                        rerun_command(job, interval) if job is not None else None)
+                        rerun_command(job, interval, now) if job is not None else None)
 
 
 def job_rows(registry: Registry, ledger: Ledger, state: StatusState, days: int,
@@ -423,6 +431,8 @@ def job_page(name: str) -> tuple[str, int]:
         day = date.fromisoformat(day_arg[:10]) if day_arg else None
     except ValueError:
         day = None
+    if day is not None and not EARLIEST.date() <= day < LATEST.date():
+        day = None  # a day the CLI does not take either (year 1, 9999): shown as invalid
     if day is None:  # the newest day with a failed or missed interval, else the latest one
         bad = [c for c in row.cells if c.status in ("failed", "missed")]
         candidates = bad or [c for c in row.cells if c.status not in ("none", "notdue")]
@@ -433,7 +443,7 @@ def job_page(name: str) -> tuple[str, int]:
     for run in history:
         run["duration"] = run_duration(run, now)
         interval = Interval(parse_fmt(run["start"]), parse_fmt(run["end"]))
-        run["command"] = rerun_command(job, interval) if job else None
+        run["command"] = rerun_command(job, interval, now) if job else None
     return _page("status/job.html", name=name, job=job, row=row, history=history,
                  selected=selected, day=day, day_invalid=bool(day_arg) and
                  day.isoformat() != day_arg[:10],

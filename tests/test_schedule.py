@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from jankycron.errors import ConfigError, JobDefinitionError
-from jankycron.schedule import Interval, MaintenanceWindow, Schedule, parse_day
+from jankycron.schedule import (
+    Interval,
+    MaintenanceWindow,
+    Schedule,
+    backfill_intervals,
+    parse_day,
+    run_interval,
+)
+from jankycron.sources import email
 
 
 def at(*args: int) -> datetime:
@@ -90,3 +98,102 @@ def test_maintenance_windows_across_midnight_and_the_week_end() -> None:
 def test_a_bad_maintenance_window_is_a_clear_error(text: str) -> None:
     with pytest.raises(ConfigError, match="JANKYCRON_MAINTENANCE_WINDOW"):
         MaintenanceWindow.parse(text)
+
+
+# ------------------------------------------------------------------ what an operator may name
+NOW = at(2026, 12, 1, 22, 17)  # the nightly 04:00 interval of Dec 1 has not ended yet
+
+
+@pytest.mark.parametrize("text", ["", "  "])
+def test_an_empty_date_is_an_error_not_the_default_interval(text: str) -> None:
+    with pytest.raises(ConfigError, match="^--date is empty"):
+        run_interval(Schedule("0 4 * * *"), text, NOW)
+    assert run_interval(Schedule("0 4 * * *"), None, NOW) == Interval(at(2026, 11, 30, 4),
+                                                                      at(2026, 12, 1, 4))
+
+
+@pytest.mark.parametrize("text", ["0001-01-01", "9999-12-31", "1969-12-31T23:00",
+                                  "0001-01-01T00:00+01:00", "9999-12-31T23:00-01:00"])
+def test_a_date_at_the_ends_of_the_calendar_is_out_of_range(text: str) -> None:
+    """Year 1 and 9999 are one clear line, not an OverflowError from croniter or datetime."""
+    for schedule in ("0 4 * * *", "0 * * * *", "0 0 1 * *"):
+        with pytest.raises(ConfigError, match="out of range: jankycron runs intervals from "
+                                              "1970-01-01 to 9998-12-31"):
+            run_interval(Schedule(schedule), text, NOW)
+        with pytest.raises(ConfigError, match="out of range"):
+            backfill_intervals(Schedule(schedule), text, "2026-11-01", NOW)
+
+
+def test_the_earliest_interval_leaves_room_for_a_shifted_window() -> None:
+    """email_events reads its hour shifted back by the provider's lag: the first interval an
+    operator may name can still be shifted (and croniter can step back from it)."""
+    schedule = Schedule("0 * * * *")
+    first = run_interval(schedule, "1970-01-01T00:00", NOW)
+    assert first == Interval(at(1970, 1, 1, 0), at(1970, 1, 1, 1))
+    seen = []
+
+    class Provider:  # the EmailProvider protocol: pull() asks it for the shifted window
+        name, lag = "test", timedelta(minutes=30)
+
+        def events(self, start: datetime, end: datetime) -> list:
+            seen.append((start, end))
+            return []
+
+    email.pull(first.start, first.end, Provider(), now=NOW)
+    assert seen == [(at(1969, 12, 31, 23, 30), at(1970, 1, 1, 0, 30))]
+    assert backfill_intervals(schedule, "1970-01-01", "1970-01-01", NOW)[0] == first
+
+
+def test_an_interval_that_has_not_ended_says_when_it_can_run() -> None:
+    nightly = Schedule("0 4 * * *")
+    with pytest.raises(ConfigError) as e:
+        run_interval(nightly, "2026-12-01", NOW)
+    assert str(e.value) == ("interval 2026-12-01T04:00:00Z..2026-12-02T04:00:00Z has not "
+                            "ended; run it after 2026-12-02T04:00:00Z")
+    with pytest.raises(ConfigError, match="2030-01-01T04:00:00Z.* has not ended"):
+        run_interval(nightly, "2030-01-01", NOW)
+    # the moment it ends, it can run
+    assert run_interval(nightly, "2026-12-01", at(2026, 12, 2, 4)).end == at(2026, 12, 2, 4)
+    with pytest.raises(ConfigError, match="22:00:00Z..2026-12-01T23:00:00Z has not ended"):
+        run_interval(Schedule("0 * * * *"), "2026-12-01T22:00", NOW)
+
+
+def test_a_backfill_into_the_future_is_refused_with_the_last_end_that_can_run() -> None:
+    nightly = Schedule("0 4 * * *")
+    for end in ("2026-12-01", "2026-12-25", "9999-12-31"):
+        with pytest.raises(ConfigError) as e:
+            backfill_intervals(nightly, "2026-11-01", end, NOW)
+        assert str(e.value) == (
+            f"backfill 2026-11-01..{end} reaches interval 2026-12-01T04:00:00Z..2026-12-02T"
+            "04:00:00Z, which has not ended (run it after 2026-12-02T04:00:00Z); the last "
+            "--end that can run now is 2026-11-30")
+    got = backfill_intervals(nightly, "2026-11-01", "2026-11-30", NOW)
+    assert len(got) == 30 and got[-1].end == at(2026, 12, 1, 4)
+    # a range entirely in the future has no --end to suggest
+    with pytest.raises(ConfigError, match=r"reaches interval 2026-12-05T04.*\(run it after "
+                                          r"2026-12-06T04:00:00Z\)$"):
+        backfill_intervals(nightly, "2026-12-05", "2026-12-06", NOW)
+
+
+def test_a_backfill_of_an_hourly_job_may_end_at_a_time() -> None:
+    """The last valid end of today's hours is a time; --start/--end take times as bounds."""
+    hourly = Schedule("0 * * * *")
+    with pytest.raises(ConfigError, match="reaches interval 2026-12-01T22:00:00Z..2026-12-01"
+                                          "T23:00:00Z.*the last --end that can run now is "
+                                          "2026-12-01T21:00$"):
+        backfill_intervals(hourly, "2026-11-30", "2026-12-01", NOW)
+    got = backfill_intervals(hourly, "2026-11-30", "2026-12-01T21:00", NOW)
+    assert len(got) == 24 + 22 and got[-1] == Interval(at(2026, 12, 1, 21), at(2026, 12, 1, 22))
+    assert backfill_intervals(hourly, "2026-12-01T10:00", "2026-12-01T12:00", NOW) == [
+        Interval(at(2026, 12, 1, h), at(2026, 12, 1, h + 1)) for h in (10, 11, 12)]
+
+
+@pytest.mark.parametrize(("start", "end", "message"), [
+    ("2026-11-05", "2026-11-01", "--end 2026-11-01 is before --start 2026-11-05"),
+    ("", "2026-11-01", "--start is empty"),
+    ("2026-11-01", " ", "--end is empty"),
+    ("2026-11-01", "someday", "--end 'someday' is not a date"),
+])
+def test_a_bad_backfill_range_is_one_clear_error(start: str, end: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        backfill_intervals(Schedule("0 4 * * *"), start, end, NOW)

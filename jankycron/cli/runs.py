@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -19,7 +19,15 @@ from ..config import Settings, redact
 from ..errors import ConfigError, JankycronError, RunTimedOut
 from ..job import Job
 from ..runner import describe, load_tables, run_job
-from ..schedule import Interval, parse_day, parse_fmt
+from ..schedule import (
+    Interval,
+    backfill_intervals,
+    day_start,
+    ensure_ended,
+    parse_day,
+    parse_fmt,
+    run_interval,
+)
 from . import App, _dump, _print_run, cli, command
 
 log = logging.getLogger(__name__)
@@ -109,7 +117,7 @@ def _runs_done(app: App, results: list[Any]) -> list[dict[str, Any]]:
 @click.argument("job_name", metavar="JOB")
 @click.option("--date", "day", help="The interval that starts on this day (YYYY-MM-DD, or "
               "YYYY-MM-DDTHH:MM for jobs that run several times a day). Default: the latest "
-              "complete interval.")
+              "complete interval. The interval must have ended.")
 @click.option("--local", is_flag=True, help="Run in this process instead of on the workers.")
 @click.option("--no-wait", is_flag=True, help="Return once enqueued, printing the task id.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
@@ -118,8 +126,8 @@ def run_cmd(app: App, job_name: str, day: str | None, local: bool, no_wait: bool
     """Run JOB for one interval and load its data: on the workers (waiting for the outcome,
     with progress on stderr), or in this process with --local."""
     job = app.registry.get(job_name)
-    interval = (job.interval_on(parse_day(day)) if day
-                else job.schedule.latest_complete(datetime.now(UTC)))
+    # validated before anything is enqueued or run: one line for a bad or unfinished interval
+    interval = run_interval(job.schedule, day, datetime.now(UTC))
     if local:
         try:
             with time_limit(job):
@@ -146,8 +154,10 @@ def run_cmd(app: App, job_name: str, day: str | None, local: bool, no_wait: bool
 
 @command(cli, "backfill")
 @click.argument("job_name", metavar="JOB")
-@click.option("--start", "start", required=True, help="First day (YYYY-MM-DD).")
-@click.option("--end", "end", required=True, help="Last day, inclusive (YYYY-MM-DD).")
+@click.option("--start", "start", required=True, help="First day (YYYY-MM-DD), or the first "
+              "interval's start (YYYY-MM-DDTHH:MM).")
+@click.option("--end", "end", required=True, help="Last day, inclusive (YYYY-MM-DD), or the last "
+              "interval's start, inclusive (YYYY-MM-DDTHH:MM). Every interval must have ended.")
 @click.option("--local", is_flag=True, help="Run in this process instead of on the workers.")
 @click.option("--no-wait", is_flag=True, help="Return once enqueued, printing the task ids.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
@@ -158,14 +168,7 @@ def backfill_cmd(app: App, job_name: str, start: str, end: str, local: bool, no_
     All intervals are extracted and staged first, then loaded in one merge per table.
     """
     job = app.registry.get(job_name)
-    first, last = parse_day(start), parse_day(end)
-    first_t = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    until = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
-    if until <= first_t:
-        raise ConfigError(f"--end {end} is before --start {start}")
-    intervals: list[Interval] = list(job.schedule.intervals_starting(first_t, until))
-    if not intervals:
-        raise ConfigError(f"no interval of {job.schedule.expr!r} starts in {start}..{end}")
+    intervals = backfill_intervals(job.schedule, start, end, datetime.now(UTC))
     if local:
         rows, failed = _backfill_local(app, job, intervals)
     else:
@@ -239,14 +242,16 @@ def rerun_cmd(app: App, failed: bool, since: str | None, no_wait: bool, as_json:
     """Run again, on the workers, the intervals whose newest run failed (--failed)."""
     if not failed:
         raise click.UsageError("say what to rerun: jankycron rerun --failed [--since D]")
-    since_t = None
-    if since:
-        day = parse_day(since)
-        since_t = day if isinstance(day, datetime) else \
-            datetime(day.year, day.month, day.day, tzinfo=UTC)
+    since_t = None if since is None else day_start(parse_day(since, "--since"))
     registry = app.registry
     runs = []
+    now = datetime.now(UTC)
     for r in app.ctx.ledger.failed_runs(since_t):
+        try:  # a failed run of an interval that has not ended (an old ledger, the API)
+            ensure_ended(Interval(parse_fmt(r["start"]), parse_fmt(r["end"])), now)
+        except ConfigError as e:
+            click.echo(f"warning: {r['job']}: {e}: not rerun", err=True)
+            continue
         if r["job"] in registry:
             runs.append(r)
         else:
