@@ -54,7 +54,16 @@ from ..errors import StoreError, TransientError
 from ..ledger import Batch
 from ..staging import keys_of, open_part, read_manifest
 from ..store import Store
-from .warehouse import Column, Session, quote_ident
+from .warehouse import (
+    FLOAT_TYPES,
+    INTEGER_TYPES,
+    TIMESTAMP_NAIVE_PATTERN,
+    TIMESTAMP_TYPES,
+    Column,
+    Session,
+    quote_ident,
+    text_rule,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +78,9 @@ _NONE = type(None)
 # row is only rendered the slower way (``_csv_row``), which is right for every row.
 _control_escape = re.compile(rb'\\[^"\\]').search
 
-# The validated path's patterns, in Python: [0-9] (``\d`` takes any Unicode digit) and
-# fullmatch (``$`` also matches before a final newline).
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}").fullmatch
-_TIMESTAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?)?"
-_TIMESTAMP_NAIVE = re.compile(_TIMESTAMP).fullmatch
-_TIMESTAMP_ZONED = re.compile(_TIMESTAMP + r"(?:Z|[+-][0-9]{2}:[0-9]{2})").fullmatch
-
-FLOAT_TYPES = ("real", "double precision", "float4", "float8")
+# The validated path's patterns (warehouse.PATTERNS), in Python: fullmatch (``$`` also matches
+# before a final newline).
+_TIMESTAMP_NAIVE = re.compile(TIMESTAMP_NAIVE_PATTERN).fullmatch
 
 
 class NotDirect(Exception):  # noqa: N818 - control flow: "load this the validated way"
@@ -98,16 +102,15 @@ class Rule:
 def _timestamp_utc(column: Column) -> Callable[[Any], Any]:
     """As the validated path's ``CAST(text AS timestamptz) AT TIME ZONE 'UTC'`` (the session is
     in UTC): a time without an offset is kept, one with an offset converted."""
-    def convert(value: Any) -> Any:
+    def convert(value: Any) -> Any:  # the value matched warehouse.TIMESTAMP_PATTERN
         if _TIMESTAMP_NAIVE(value):
             return value
-        if _TIMESTAMP_ZONED(value):
-            try:
-                t = datetime.fromisoformat(value).astimezone(UTC).replace(tzinfo=None)
-            except (ValueError, OverflowError):
-                pass
-            else:
-                return t.isoformat(sep=" ")
+        try:
+            t = datetime.fromisoformat(value).astimezone(UTC).replace(tzinfo=None)
+        except (ValueError, OverflowError):
+            pass
+        else:
+            return t.isoformat(sep=" ")
         raise NotDirect(f"column {column.name}: timestamp {value[:40]!r} is not plain ISO 8601")
     return convert
 
@@ -150,20 +153,20 @@ def rule(column: Column) -> Rule:
     base = column.base
     if base in Session.STRING_TYPES:  # text as is; true/false and integers read the same
         return Rule(frozenset({str, int, bool, _NONE}))
-    if base == "boolean":
-        return Rule(frozenset({str, int, bool, _NONE}))
-    if base in ("numeric", "decimal"):  # an integer always fits the scale check
-        if column.scale is None:
-            return Rule(frozenset({str, int, _NONE}))
-        places = re.compile(rf"[-+]?[0-9]*(\.[0-9]{{0,{column.scale}}}0*)?").fullmatch
-        return Rule(frozenset({str, int, _NONE}), pattern=places,
-                    refusal=f"more than {column.scale} decimal places")
-    if base in FLOAT_TYPES:
-        return Rule(frozenset({str, int, float, _NONE}), _no_negative_zero(column))
-    if base == "date":
-        return Rule(frozenset({str, _NONE}), pattern=_DATE, refusal="not YYYY-MM-DD")
-    if base in ("timestamp", "timestamp without time zone"):
-        return Rule(frozenset({str, _NONE}), _timestamp_utc(column))
+    text = text_rule(column)
+    if text is not None:  # the validated path's pattern for the value's text
+        pattern, refusal = re.compile(text[0]).fullmatch, text[1]
+        if base == "boolean":  # true/false; 1 and 0 do not match
+            return Rule(frozenset({str, bool, _NONE}), pattern=pattern, refusal=refusal)
+        if base in FLOAT_TYPES:
+            return Rule(frozenset({str, int, float, _NONE}), _no_negative_zero(column),
+                        pattern=pattern, refusal=refusal)
+        if base in TIMESTAMP_TYPES:
+            return Rule(frozenset({str, _NONE}), _timestamp_utc(column), pattern=pattern,
+                        refusal=refusal)
+        if base in ("numeric", "decimal", *INTEGER_TYPES):  # an integer's digits match
+            return Rule(frozenset({str, int, _NONE}), pattern=pattern, refusal=refusal)
+        return Rule(frozenset({str, _NONE}), pattern=pattern, refusal=refusal)  # dates, uuids
     if base == "jsonb":
         return Rule(frozenset({str, int, float, bool, dict, list, _NONE}), _jsonb_text(column))
     if base == "json":  # the validated path stores jsonb's normalised text; not rebuilt here
