@@ -156,8 +156,8 @@ def rule(column: Column) -> Rule:
     text = text_rule(column)
     if text is not None:  # the validated path's pattern for the value's text
         pattern, refusal = re.compile(text[0]).fullmatch, text[1]
-        if base == "boolean":  # true/false; 1 and 0 do not match
-            return Rule(frozenset({str, bool, _NONE}), pattern=pattern, refusal=refusal)
+        if base == "boolean":  # an integer other than 0 and 1 is refused by the COPY
+            return Rule(frozenset({str, int, bool, _NONE}), pattern=pattern, refusal=refusal)
         if base in FLOAT_TYPES:
             return Rule(frozenset({str, int, float, _NONE}), _no_negative_zero(column),
                         pattern=pattern, refusal=refusal)

@@ -67,14 +67,15 @@ _YEAR = "([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})"  #
 DATE_PATTERN = f"^{_YEAR}-[0-9]{{2}}-[0-9]{{2}}$"
 # At most 6 fractional digits (more would be rounded by PostgreSQL, cut by DuckDB), hours 00-23
 # (no 24:00), seconds 00-59 (no leap second 60, which PostgreSQL moves to the next minute), and
-# only Z or +HH:MM as a zone (zone names and abbreviations depend on each warehouse's tz data).
+# only Z or +HH[[:]MM] as a zone (zone names and abbreviations depend on each warehouse's tz data).
 TIMESTAMP_NAIVE_PATTERN = (f"^{_YEAR}-[0-9]{{2}}-[0-9]{{2}}([T ]([01][0-9]|2[0-3]):[0-5][0-9]"
                            "(:[0-5][0-9](\\.[0-9]{1,6})?)?)?$")
-TIMESTAMP_PATTERN = TIMESTAMP_NAIVE_PATTERN[:-1] + "(Z|[-+]([01][0-9]|2[0-3]):[0-5][0-9])?$"
+TIMESTAMP_PATTERN = TIMESTAMP_NAIVE_PATTERN[:-1] + "(Z|[-+]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?$"
 INTEGER_PATTERN = "^[-+]?[0-9]+$"  # no 1.0, 1e2, 0x1F, 1_000, spaces; the range is the cast's
 DECIMAL_PATTERN = "^[-+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)$"  # no exponent, NaN or Infinity
 FLOAT_PATTERN = "^[-+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][-+]?[0-9]+)?$"  # finite only
-BOOLEAN_PATTERN = "^(true|false)$"  # JSON true/false or those strings; not 1, yes, t, on
+# What PostgreSQL and DuckDB both read as a boolean (not on/off, abbreviations or spaces).
+BOOLEAN_PATTERN = "^(true|false|TRUE|FALSE|True|False|t|f|yes|no|y|n|1|0)$"
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 INTEGER_TYPES = ("smallint", "integer", "bigint", "int2", "int4", "int8", "int", "tinyint",
@@ -88,7 +89,7 @@ PATTERNS: dict[str, tuple[str, str]] = {
     **{t: (INTEGER_PATTERN, "is not an integer (digits, an optional sign)") for t in
        INTEGER_TYPES},
     **{t: (FLOAT_PATTERN, "is not a finite decimal number") for t in FLOAT_TYPES},
-    "boolean": (BOOLEAN_PATTERN, "is not true or false"),
+    "boolean": (BOOLEAN_PATTERN, "is not a boolean (true, false, t, f, yes, no, y, n, 1, 0)"),
     "date": (DATE_PATTERN, "is not a date (YYYY-MM-DD)"),
     **{t: (TIMESTAMP_PATTERN, "is not an ISO 8601 timestamp with at most 6 fractional digits "
                               "and a Z or +HH:MM offset, if any") for t in
