@@ -43,7 +43,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -57,12 +56,12 @@ from ..store import Store
 from .warehouse import (
     FLOAT_TYPES,
     INTEGER_TYPES,
-    TIMESTAMP_NAIVE_PATTERN,
     TIMESTAMP_TYPES,
     Column,
     Session,
     quote_ident,
     text_rule,
+    utc_text,
 )
 
 log = logging.getLogger(__name__)
@@ -78,9 +77,6 @@ _NONE = type(None)
 # row is only rendered the slower way (``_csv_row``), which is right for every row.
 _control_escape = re.compile(rb'\\[^"\\]').search
 
-# The validated path's patterns (warehouse.PATTERNS), in Python: fullmatch (``$`` also matches
-# before a final newline).
-_TIMESTAMP_NAIVE = re.compile(TIMESTAMP_NAIVE_PATTERN).fullmatch
 
 
 class NotDirect(Exception):  # noqa: N818 - control flow: "load this the validated way"
@@ -103,14 +99,9 @@ def _timestamp_utc(column: Column) -> Callable[[Any], Any]:
     """As the validated path's ``CAST(text AS timestamptz) AT TIME ZONE 'UTC'`` (the session is
     in UTC): a time without an offset is kept, one with an offset converted."""
     def convert(value: Any) -> Any:  # the value matched warehouse.TIMESTAMP_PATTERN
-        if _TIMESTAMP_NAIVE(value):
-            return value
-        try:
-            t = datetime.fromisoformat(value).astimezone(UTC).replace(tzinfo=None)
-        except (ValueError, OverflowError):
-            pass
-        else:
-            return t.isoformat(sep=" ")
+        utc = utc_text(value)
+        if utc is not None:
+            return utc
         raise NotDirect(f"column {column.name}: timestamp {value[:40]!r} is not plain ISO 8601")
     return convert
 

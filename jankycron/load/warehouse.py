@@ -25,11 +25,13 @@ paths and in Python by ``load.direct``); anything else is a dead letter on every
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from ..ledger import Batch
@@ -129,6 +131,88 @@ def text_rule(col: Column) -> tuple[str, str] | None:
         return (f"^[-+]?([0-9]+({places})?|{places})$",
                 f"is not a decimal with at most {col.scale} places")
     return PATTERNS.get(base)
+
+
+_TIMESTAMP_NAIVE = re.compile(TIMESTAMP_NAIVE_PATTERN).fullmatch
+
+
+def utc_text(value: str) -> str | None:
+    """A timestamp that matched ``TIMESTAMP_PATTERN`` as a ``timestamp`` column holds it, as
+    the validated paths' ``CAST(text AS timestamptz) AT TIME ZONE 'UTC'`` makes it (sessions are
+    in UTC): without an offset as it is, with one converted to UTC; None if Python cannot."""
+    if _TIMESTAMP_NAIVE(value):
+        return value
+    try:
+        t = datetime.fromisoformat(value).astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
+        return None
+    return t.isoformat(sep=" ")
+
+
+class _Number(str):
+    """A JSON number's text, as the staged line spells it."""
+
+
+class LineCheck:
+    """``PATTERNS`` in Python, for a loader that sends staged lines to a warehouse's own
+    converter without per-column SQL (Redshift's COPY): why a staged line would be a dead letter
+    on the validated paths (its first column whose text does not match), or None. A line that
+    is not a JSON object is left to the warehouse, which refuses it with its own reason.
+
+    ``converted`` says whether a line must be sent as ``line_for`` rewrites it: a timestamp
+    with an offset for a ``timestamp`` column, converted to UTC as the other backends store it
+    (Redshift would drop the offset)."""
+
+    def __init__(self, columns: list[Column], folds_case: bool = False):
+        self.folds_case = folds_case
+        key = (lambda name: name.lower()) if folds_case else (lambda name: name)
+        self.rules = [(key(c.name), c.name, re.compile(r[0]).fullmatch, r[1])
+                      for c in columns if (r := text_rule(c)) is not None]
+        self.timestamps = {key(c.name) for c in columns if c.base in TIMESTAMP_TYPES}
+        self.converted = False
+        self.strings = [(key(c.name), c.name) for c in columns
+                        if c.base in Session.STRING_TYPES]
+
+    def __call__(self, line: bytes) -> str | None:
+        self.converted = False
+        try:
+            doc = json.loads(line, parse_int=_Number, parse_float=_Number)
+        except (ValueError, RecursionError):
+            return None
+        if type(doc) is not dict:
+            return None
+        if self.folds_case:
+            doc = {k.lower(): v for k, v in doc.items()}
+        for key, name, match, what in self.rules:
+            value = doc.get(key)
+            if value is None:
+                continue
+            if type(value) is bool:
+                value = "true" if value else "false"
+            elif not isinstance(value, str):
+                return f"column {name}: {what}: a JSON {type(value).__name__}"
+            if not match(value):
+                return f"column {name}: {what}: {value[:100]}"
+            if key in self.timestamps and type(value) is str:
+                utc = utc_text(value)
+                if utc is None:
+                    return f"column {name}: {value[:100]} is out of range"
+                self.converted |= utc != value
+        for key, name in self.strings:
+            value = doc.get(key)
+            if isinstance(value, str) and "\x00" in value:
+                return f"column {name}: a NUL character in a string"
+        return None
+
+    def line_for(self, line: bytes) -> bytes:
+        """The line with its timestamps for ``timestamp`` columns in UTC, everything else as
+        staging wrote it (the same encoder settings: compact, not ASCII-escaped)."""
+        doc = json.loads(line)
+        for k, value in doc.items():
+            if (k.lower() if self.folds_case else k) in self.timestamps and \
+                    type(value) is str:
+                doc[k] = utc_text(value)
+        return (json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
 def quote_ident(name: str) -> str:
