@@ -166,10 +166,14 @@ class DuckDBSession(Session):
         return f"regexp_full_match({text}, '{pattern}')"
 
     def float_sql(self, text: str, col: Column) -> str:
-        # DuckDB reads 1e400 as infinity where PostgreSQL refuses it as out of range.
+        # DuckDB reads 1e400 as infinity where PostgreSQL refuses it as out of range; and a
+        # JSON number -0.0 is zero in PostgreSQL (jsonb's numeric has no sign for zero): adding
+        # 0.0 makes it so here (a string "-0" keeps its sign in both).
         value = super().float_sql(text, col)
         why = self.fail_sql(f"'is out of range for {col.type_sql}: ' || {text}", col)
-        return f"CASE WHEN isinf({value}) THEN {why} ELSE {value} END"
+        number = f"json_type(j -> {self._path(col)}) <> 'VARCHAR'"
+        return (f"CASE WHEN isinf({value}) THEN {why} WHEN {number} THEN {value} + 0.0 "
+                f"ELSE {value} END")
 
     def json_sql(self, col: Column) -> str:
         value = f"(j -> {self._path(col)})"
