@@ -18,9 +18,11 @@ A load of one table:
    each staged line carries, since COPY does not keep line order), delete the target's rows
    with those keys, insert, record the batches in ``jankycron_loads``, COMMIT.
 
-Redshift refuses data the same way the other backends do with one difference the loader
-cannot see: COPY truncates decimal places beyond a column's scale (``ROUNDEC`` would round
-instead); send decimals with the column's scale.
+COPY converts with Redshift's own rules, which read more than the other backends (it truncates
+decimal places beyond a column's scale; ``ROUNDEC`` would round; it ignores a timestamp's offset
+for a TIMESTAMP column). So before step 1 every staged line is checked in Python against the
+spellings the other backends' validation takes (``warehouse.LineCheck``): a line that fails is
+a dead letter with the same reason, and a timestamp with an offset is sent converted to UTC.
 """
 
 from __future__ import annotations
