@@ -25,8 +25,11 @@ dead-lettering any bad record with the warehouse's reason. It gives up on:
 - a value of a type the column's rule does not take (``Rule``): a float for a text column (its
   JSON text and PostgreSQL's differ), an object or array for anything but jsonb, a float
   anywhere in a jsonb value, a negative zero;
-- a value the validated path's strict checks refuse: a decimal with more places than its scale,
-  a date that is not YYYY-MM-DD, a timestamp it would not convert to UTC the same way;
+- a value the validated path's strict checks refuse: any text that does not match its type's
+  one spelling (``warehouse.PATTERNS``: ``" 7"``, ``"1.0"`` into an integer, ``"on"``, a
+  decimal with more places than its scale, a date that is not YYYY-MM-DD, a timestamp with a
+  seventh fractional digit or a zone name, a uuid in braces...), a timestamp it would not
+  convert to UTC the same way;
 - a null merge key; a row PostgreSQL refuses (too long, NOT NULL, CHECK, a malformed uuid...).
 
 A load with a bad record therefore costs a direct attempt plus the validated load. Tables with a
