@@ -3,9 +3,8 @@
 DuckDB has no statement timeout setting, so each statement runs under a watchdog that
 interrupts it after ``JANKYCRON_STATEMENT_TIMEOUT``. Differences from PostgreSQL/Redshift that
 show in data: DuckDB does not enforce VARCHAR(n) lengths (neither can this backend: DuckDB's
-catalog keeps no length), and a
-table's CHECK constraints are enforced at merge time only (a CHECK violation fails the load
-rather than dead-lettering the record). Only one process may open the file for writing: a
+catalog keeps no length), and a table's CHECK constraints are enforced at merge time only (a
+CHECK violation fails the load rather than dead-lettering the record). Only one process may open the file for writing: a
 second loader gets "warehouse busy" and retries later.
 """
 
