@@ -108,9 +108,14 @@ class StandIn:
         run(cur, "SELECT nextval('standin_copy_ids')")
         query_id = cur.fetchone()[0]
         table = target[1:-1].replace('""', '"')
-        run(cur, "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-                 "AND attnum > 0 AND NOT attisdropped", (target,))
-        columns = {r[0].lower(): r[0] for r in cur.fetchall()}
+        run(cur, "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                 "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+            (target,))
+        types = cur.fetchall()
+        columns = {r[0].lower(): r[0] for r in types}
+        # Nested JSON goes into a string column as its text, into a JSON column (Redshift's
+        # SUPER) as itself.
+        as_json = {r[0] for r in types if r[1] in ("json", "jsonb")}
         try:
             entries = json.loads(self._get(url))["entries"]
             files = [(e["url"], gzip.decompress(self._get(e["url"])).splitlines())
@@ -129,9 +134,10 @@ class StandIn:
                 except ValueError:
                     error = (file_url, n, "", 1216, "Invalid JSON object", line)
                     break
-                docs.append({columns[k.lower()]: (json.dumps(v) if isinstance(v, dict | list)
-                                                  else v)
-                             for k, v in doc.items() if k.lower() in columns})
+                docs.append({columns[k.lower()]: (
+                    json.dumps(v) if isinstance(v, dict | list)
+                    and columns[k.lower()] not in as_json else v)
+                    for k, v in doc.items() if k.lower() in columns})
             if error:
                 break
             run(cur, "SAVEPOINT f")

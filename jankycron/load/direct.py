@@ -25,8 +25,11 @@ dead-lettering any bad record with the warehouse's reason. It gives up on:
 - a value of a type the column's rule does not take (``Rule``): a float for a text column (its
   JSON text and PostgreSQL's differ), an object or array for anything but jsonb, a float
   anywhere in a jsonb value, a negative zero;
-- a value the validated path's strict checks refuse: a decimal with more places than its scale,
-  a date that is not YYYY-MM-DD, a timestamp it would not convert to UTC the same way;
+- a value the validated path's strict checks refuse: any text that does not match its type's
+  one spelling (``warehouse.PATTERNS``: ``" 7"``, ``"1.0"`` into an integer, ``"on"``, a
+  decimal with more places than its scale, a date that is not YYYY-MM-DD, a timestamp with a
+  seventh fractional digit or a zone name, a uuid in braces...), a timestamp it would not
+  convert to UTC the same way;
 - a null merge key; a row PostgreSQL refuses (too long, NOT NULL, CHECK, a malformed uuid...).
 
 A load with a bad record therefore costs a direct attempt plus the validated load. Tables with a
@@ -43,7 +46,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -54,7 +56,16 @@ from ..errors import StoreError, TransientError
 from ..ledger import Batch
 from ..staging import keys_of, open_part, read_manifest
 from ..store import Store
-from .warehouse import Column, Session, quote_ident
+from .warehouse import (
+    FLOAT_TYPES,
+    INTEGER_TYPES,
+    TIMESTAMP_TYPES,
+    Column,
+    Session,
+    quote_ident,
+    text_rule,
+    utc_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +80,6 @@ _NONE = type(None)
 # row is only rendered the slower way (``_csv_row``), which is right for every row.
 _control_escape = re.compile(rb'\\[^"\\]').search
 
-# The validated path's patterns, in Python: [0-9] (``\d`` takes any Unicode digit) and
-# fullmatch (``$`` also matches before a final newline).
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}").fullmatch
-_TIMESTAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?)?"
-_TIMESTAMP_NAIVE = re.compile(_TIMESTAMP).fullmatch
-_TIMESTAMP_ZONED = re.compile(_TIMESTAMP + r"(?:Z|[+-][0-9]{2}:[0-9]{2})").fullmatch
-
-FLOAT_TYPES = ("real", "double precision", "float4", "float8")
 
 
 class NotDirect(Exception):  # noqa: N818 - control flow: "load this the validated way"
@@ -98,16 +101,10 @@ class Rule:
 def _timestamp_utc(column: Column) -> Callable[[Any], Any]:
     """As the validated path's ``CAST(text AS timestamptz) AT TIME ZONE 'UTC'`` (the session is
     in UTC): a time without an offset is kept, one with an offset converted."""
-    def convert(value: Any) -> Any:
-        if _TIMESTAMP_NAIVE(value):
-            return value
-        if _TIMESTAMP_ZONED(value):
-            try:
-                t = datetime.fromisoformat(value).astimezone(UTC).replace(tzinfo=None)
-            except (ValueError, OverflowError):
-                pass
-            else:
-                return t.isoformat(sep=" ")
+    def convert(value: Any) -> Any:  # the value matched warehouse.TIMESTAMP_PATTERN
+        utc = utc_text(value)
+        if utc is not None:
+            return utc
         raise NotDirect(f"column {column.name}: timestamp {value[:40]!r} is not plain ISO 8601")
     return convert
 
@@ -150,20 +147,20 @@ def rule(column: Column) -> Rule:
     base = column.base
     if base in Session.STRING_TYPES:  # text as is; true/false and integers read the same
         return Rule(frozenset({str, int, bool, _NONE}))
-    if base == "boolean":
-        return Rule(frozenset({str, int, bool, _NONE}))
-    if base in ("numeric", "decimal"):  # an integer always fits the scale check
-        if column.scale is None:
-            return Rule(frozenset({str, int, _NONE}))
-        places = re.compile(rf"[-+]?[0-9]*(\.[0-9]{{0,{column.scale}}}0*)?").fullmatch
-        return Rule(frozenset({str, int, _NONE}), pattern=places,
-                    refusal=f"more than {column.scale} decimal places")
-    if base in FLOAT_TYPES:
-        return Rule(frozenset({str, int, float, _NONE}), _no_negative_zero(column))
-    if base == "date":
-        return Rule(frozenset({str, _NONE}), pattern=_DATE, refusal="not YYYY-MM-DD")
-    if base in ("timestamp", "timestamp without time zone"):
-        return Rule(frozenset({str, _NONE}), _timestamp_utc(column))
+    text = text_rule(column)
+    if text is not None:  # the validated path's pattern for the value's text
+        pattern, refusal = re.compile(text[0]).fullmatch, text[1]
+        if base == "boolean":  # an integer other than 0 and 1 is refused by the COPY
+            return Rule(frozenset({str, int, bool, _NONE}), pattern=pattern, refusal=refusal)
+        if base in FLOAT_TYPES:
+            return Rule(frozenset({str, int, float, _NONE}), _no_negative_zero(column),
+                        pattern=pattern, refusal=refusal)
+        if base in TIMESTAMP_TYPES:
+            return Rule(frozenset({str, _NONE}), _timestamp_utc(column), pattern=pattern,
+                        refusal=refusal)
+        if base in ("numeric", "decimal", *INTEGER_TYPES):  # an integer's digits match
+            return Rule(frozenset({str, int, _NONE}), pattern=pattern, refusal=refusal)
+        return Rule(frozenset({str, _NONE}), pattern=pattern, refusal=refusal)  # dates, uuids
     if base == "jsonb":
         return Rule(frozenset({str, int, float, bool, dict, list, _NONE}), _jsonb_text(column))
     if base == "json":  # the validated path stores jsonb's normalised text; not rebuilt here

@@ -2,9 +2,9 @@
 
 DuckDB has no statement timeout setting, so each statement runs under a watchdog that
 interrupts it after ``JANKYCRON_STATEMENT_TIMEOUT``. Differences from PostgreSQL/Redshift that
-show in data: DuckDB does not enforce VARCHAR(n) lengths (neither does this backend), and a
-table's CHECK constraints are enforced at merge time only (a CHECK violation fails the load
-rather than dead-lettering the record). Only one process may open the file for writing: a
+show in data: DuckDB does not enforce VARCHAR(n) lengths (neither can this backend: DuckDB's
+catalog keeps no length), and a table's CHECK constraints are enforced at merge time only (a
+CHECK violation fails the load rather than dead-lettering the record). Only one process may open the file for writing: a
 second loader gets "warehouse busy" and retries later.
 """
 
@@ -22,6 +22,7 @@ import duckdb
 
 from ..errors import ConfigError, TableNotFound, WarehouseError, WarehouseUnavailable
 from .warehouse import (
+    FAIL_MARK,
     LOADS_DDL,
     LOADS_TABLE,
     AlreadyLoaded,
@@ -34,6 +35,7 @@ from .warehouse import (
     quote_literal,
 )
 
+_JSON_NUL = r"(^|[^\\])(\\\\)*\\u0000"
 _DATA = (duckdb.ConversionException, duckdb.ConstraintException, duckdb.InvalidInputException,
          duckdb.OutOfRangeException)
 
@@ -142,12 +144,45 @@ class DuckDBSession(Session):
             wh.execute("CREATE TEMP TABLE raw (jc_line BIGINT, doc JSON)")
             wh.execute(f"CREATE TEMP TABLE stage (jc_line BIGINT, {defs})")
 
+    @staticmethod
+    def _path(col: Column) -> str:
+        """The column's key as a quoted JSON path: a bare key is a path itself (``$.c``,
+        ``/p``)."""
+        return quote_literal('$."' + col.name.replace("\\", "\\\\").replace('"', '\\"') + '"')
+
+    def field_sql(self, col: Column) -> str:
+        return f"(j ->> {self._path(col)})"
+
+    def value_sql(self, col: Column) -> str:
+        value = super().value_sql(col)
+        if col.base not in self.STRING_TYPES:
+            return value
+        # PostgreSQL cannot store NUL in text (and refuses the record); neither may DuckDB.
+        text = self.field_sql(col)
+        why = f"error({quote_literal(FAIL_MARK + 'a NUL character in a string')})"
+        return f"CASE WHEN contains({text}, chr(0)) THEN {why} ELSE {value} END"
+
     def regex_sql(self, text: str, pattern: str) -> str:
         return f"regexp_full_match({text}, '{pattern}')"
 
+    def float_sql(self, text: str, col: Column) -> str:
+        # DuckDB reads 1e400 as infinity where PostgreSQL refuses it as out of range; and a
+        # JSON number -0.0 is zero in PostgreSQL (jsonb's numeric has no sign for zero): adding
+        # 0.0 makes it so here (a string "-0" keeps its sign in both).
+        value = super().float_sql(text, col)
+        why = self.fail_sql(f"'is out of range for {col.type_sql}: ' || {text}", col)
+        number = f"json_type(j -> {self._path(col)}) <> 'VARCHAR'"
+        return (f"CASE WHEN isinf({value}) THEN {why} WHEN {number} THEN {value} + 0.0 "
+                f"ELSE {value} END")
+
     def json_sql(self, col: Column) -> str:
-        value = f"(j -> {quote_literal(col.name)})"
-        return f"CASE WHEN json_type({value}) = 'NULL' THEN NULL ELSE {value} END"
+        value = f"(j -> {self._path(col)})"
+        # jsonb refuses \u0000 (the record is a dead letter on PostgreSQL), so this does too:
+        # an escape not itself escaped (preceded by an even number of backslashes).
+        nul = f"regexp_matches(CAST({value} AS VARCHAR), {quote_literal(_JSON_NUL)})"
+        why = self.fail_sql(quote_literal("a \\u0000 (NUL) in a JSON value"), col)
+        return (f"CASE WHEN json_type({value}) = 'NULL' THEN NULL WHEN {nul} THEN {why} "
+                f"ELSE {value} END")
 
     def timestamp_utc_sql(self, text: str) -> str:
         return f"timezone('UTC', CAST({text} AS TIMESTAMPTZ))"

@@ -18,9 +18,11 @@ A load of one table:
    each staged line carries, since COPY does not keep line order), delete the target's rows
    with those keys, insert, record the batches in ``jankycron_loads``, COMMIT.
 
-Redshift refuses data the same way the other backends do with one difference the loader
-cannot see: COPY truncates decimal places beyond a column's scale (``ROUNDEC`` would round
-instead); send decimals with the column's scale.
+COPY converts with Redshift's own rules, which read more than the other backends (it truncates
+decimal places beyond a column's scale; ``ROUNDEC`` would round; it ignores a timestamp's offset
+for a TIMESTAMP column). So before step 1 every staged line is checked in Python against the
+spellings the other backends' validation takes (``warehouse.LineCheck``): a line that fails is
+a dead letter with the same reason, and a timestamp with an offset is sent converted to UTC.
 """
 
 from __future__ import annotations
@@ -38,11 +40,11 @@ import psycopg2
 
 from ..errors import ConfigError, TableNotFound, WarehouseError, WarehouseUnavailable
 from ..ledger import Batch
-from ..staging import SEQ_KEY, read_manifest, split_seq
+from ..staging import SEQ_KEY, open_part, read_manifest, split_seq
 from ..store import Store
 from . import redshift_sql as sql
 from .postgres import PostgresWarehouse, SqlSession, _first_line
-from .warehouse import LOADS_TABLE, Column, Loaded, Session
+from .warehouse import LOADS_TABLE, Column, LineCheck, Loaded, Session
 
 STAGE = "jc_stage"
 LOADS_DDL = (  # Redshift keeps PRIMARY KEY as information only; the loader's merge checks it.
@@ -330,7 +332,7 @@ class RedshiftSession(SqlSession):
             n += b.rows
             pieces += [Piece(k) for k in read_manifest(store, b.manifest_key)]
         bad: list[tuple[int, str]] = []
-        good = self._isolate(pieces, result, bad)
+        good = self._isolate(self._checked(pieces, bad), result, bad)
         while good:  # NOLOAD does not check everything a real COPY does
             error = self._copy(good, noload=False)
             if error is None:
@@ -342,6 +344,38 @@ class RedshiftSession(SqlSession):
             good = self._drop(good, hit, error, bad)
         bad += self._null_keys()
         return ranges, bad
+
+    def _checked(self, pieces: list[Piece], bad: list[tuple[int, str]]) -> list[Piece]:
+        """The pieces without the lines the other backends would refuse before any cast
+        (``warehouse.PATTERNS``: COPY's own conversion reads more, e.g. ``" 7"`` or
+        ``"1.555"`` into numeric(10,2)), which go to ``bad``; timestamps with an offset for a
+        ``timestamp`` column are converted to UTC in the part's copy (Redshift ignores the
+        offset). Every part is read once, line by line; only a part with such a line is kept in
+        memory (for its copy)."""
+        check = LineCheck(self.columns, folds_case=True)
+        out = []
+        for piece in pieces:
+            refused, converted = [], []
+            with open_part(self.store, piece.part) as f:
+                for index, line in enumerate(f):
+                    why = check(line)
+                    if why is not None:
+                        refused.append((index, why))
+                    elif check.converted:
+                        converted.append(index)
+            if not refused and not converted:
+                out.append(piece)
+                continue
+            for index, why in refused:
+                bad.append(self._bad(piece.part, index, why))
+            lines = self._part_lines(piece.part)
+            for index in converted:  # the part's copy (written by _manifest) has these
+                lines[index] = check.line_for(lines[index])
+            dropped = {index for index, _ in refused}
+            left = tuple(i for i in self._indexes(piece) if i not in dropped)
+            if left:
+                out.append(Piece(piece.part, left))
+        return out
 
     def _null_keys(self) -> list[tuple[int, str]]:
         """Lines whose merge key is NULL: dead letters, removed from the stage."""

@@ -15,15 +15,23 @@ whose keys are in ``stage``, insert the newest ``stage`` row per key, and record
 Column expressions are strict on purpose: a decimal with more places than the column holds, a
 timestamp in a DATE column, or an over-long string is an error (a dead letter), never rounded,
 truncated or shifted. Timestamps with an offset are converted to UTC for ``timestamp`` columns.
+
+Every backend reads a value's text with its own input function, and those differ (DuckDB casts
+``1.5`` into an integer as 2, ``0x1F`` as 31; PostgreSQL rounds a seventh fractional digit of a
+timestamp and DuckDB drops it). So before any cast, the text must match the one spelling per
+type that every backend reads as the same value (``PATTERNS``, checked in SQL by the validated
+paths and in Python by ``load.direct``); anything else is a dead letter on every backend.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from ..ledger import Batch
@@ -47,12 +55,49 @@ def clean_reason(message: str) -> str:
     strictness checks read as plain sentences."""
     lines = message.strip().splitlines() or ["unknown error"]
     first = lines[0]
-    m = re.search(re.escape(FAIL_MARK) + r"(.*?)[\"'](?: to [^\"']*)?$", first)
+    m = re.search(re.escape(FAIL_MARK) + r"(.*?)(?:[\"'](?: to [^\"']*)?)?$", first)
     if m:
         return m.group(1)
     detail = next((x.split(":", 1)[1].strip() for x in lines[1:] if x.startswith("DETAIL:")),
                   None)
     return f"{first} ({detail})" if detail else first
+
+
+# The one spelling per type that every backend reads as the same value (POSIX-style regexes that
+# PostgreSQL, DuckDB's RE2 and Python read alike; [0-9], never \d, which takes other digits).
+_YEAR = "([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})"  # 0001-9999
+DATE_PATTERN = f"^{_YEAR}-[0-9]{{2}}-[0-9]{{2}}$"
+# At most 6 fractional digits (more would be rounded by PostgreSQL, cut by DuckDB), hours 00-23
+# (no 24:00), seconds 00-59 (no leap second 60, which PostgreSQL moves to the next minute), and
+# only Z or +HH[[:]MM] as a zone (zone names and abbreviations depend on each warehouse's tz data).
+TIMESTAMP_NAIVE_PATTERN = (f"^{_YEAR}-[0-9]{{2}}-[0-9]{{2}}([T ]([01][0-9]|2[0-3]):[0-5][0-9]"
+                           "(:[0-5][0-9](\\.[0-9]{1,6})?)?)?$")
+TIMESTAMP_PATTERN = TIMESTAMP_NAIVE_PATTERN[:-1] + "(Z|[-+]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?$"
+INTEGER_PATTERN = "^[-+]?[0-9]+$"  # no 1.0, 1e2, 0x1F, 1_000, spaces; the range is the cast's
+DECIMAL_PATTERN = "^[-+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)$"  # no exponent, NaN or Infinity
+FLOAT_PATTERN = "^[-+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][-+]?[0-9]+)?$"  # finite only
+# What PostgreSQL and DuckDB both read as a boolean (not on/off, abbreviations or spaces).
+BOOLEAN_PATTERN = "^(true|false|TRUE|FALSE|True|False|t|f|yes|no|y|n|1|0)$"
+UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+INTEGER_TYPES = ("smallint", "integer", "bigint", "int2", "int4", "int8", "int", "tinyint",
+                 "hugeint", "utinyint", "usmallint", "uinteger", "ubigint")
+FLOAT_TYPES = ("real", "double precision", "float4", "float8", "double", "float")
+TIMESTAMP_TYPES = ("timestamp", "timestamp without time zone")
+TIMESTAMPTZ_TYPES = ("timestamptz", "timestamp with time zone")
+
+# A column type's base name -> (the pattern its text must match, what the dead letter says).
+PATTERNS: dict[str, tuple[str, str]] = {
+    **{t: (INTEGER_PATTERN, "is not an integer (digits, an optional sign)") for t in
+       INTEGER_TYPES},
+    **{t: (FLOAT_PATTERN, "is not a finite decimal number") for t in FLOAT_TYPES},
+    "boolean": (BOOLEAN_PATTERN, "is not a boolean (true, false, t, f, yes, no, y, n, 1, 0)"),
+    "date": (DATE_PATTERN, "is not a date (YYYY-MM-DD)"),
+    **{t: (TIMESTAMP_PATTERN, "is not an ISO 8601 timestamp with at most 6 fractional digits "
+                              "and a Z or +HH:MM offset, if any") for t in
+       (*TIMESTAMP_TYPES, *TIMESTAMPTZ_TYPES)},
+    "uuid": (UUID_PATTERN, "is not a uuid (8-4-4-4-12 hex digits)"),
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +115,104 @@ class Column:
     def scale(self) -> int | None:
         m = re.match(r"^(?:numeric|decimal)\s*\(\s*\d+\s*,\s*(\d+)\s*\)", self.type_sql.lower())
         return int(m.group(1)) if m else None
+
+
+def text_rule(col: Column) -> tuple[str, str] | None:
+    """The pattern a value's text must match for ``col`` (``PATTERNS``), and what a dead letter
+    says of one that does not; None for string and JSON types and for types whose own input
+    function decides (intervals, arrays, enums...)."""
+    base = col.base
+    if base in ("numeric", "decimal"):
+        if col.scale is None:
+            return DECIMAL_PATTERN, "is not a decimal number"
+        # Digits past the column's scale must all be zeros: 1.50 fits numeric(10,1), 1.55 does
+        # not (a cast would round it).
+        places = f"\\.[0-9]{{0,{col.scale}}}0*"
+        return (f"^[-+]?([0-9]+({places})?|{places})$",
+                f"is not a decimal with at most {col.scale} places")
+    return PATTERNS.get(base)
+
+
+_TIMESTAMP_NAIVE = re.compile(TIMESTAMP_NAIVE_PATTERN).fullmatch
+
+
+def utc_text(value: str) -> str | None:
+    """A timestamp that matched ``TIMESTAMP_PATTERN`` as a ``timestamp`` column holds it, as
+    the validated paths' ``CAST(text AS timestamptz) AT TIME ZONE 'UTC'`` makes it (sessions are
+    in UTC): without an offset as it is, with one converted to UTC; None if Python cannot."""
+    if _TIMESTAMP_NAIVE(value):
+        return value
+    try:
+        t = datetime.fromisoformat(value).astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
+        return None
+    return t.isoformat(sep=" ")
+
+
+class _Number(str):
+    """A JSON number's text, as the staged line spells it."""
+
+
+class LineCheck:
+    """``PATTERNS`` in Python, for a loader that sends staged lines to a warehouse's own
+    converter without per-column SQL (Redshift's COPY): why a staged line would be a dead letter
+    on the validated paths (its first column whose text does not match), or None. A line that
+    is not a JSON object is left to the warehouse, which refuses it with its own reason.
+
+    ``converted`` says whether a line must be sent as ``line_for`` rewrites it: a timestamp
+    with an offset for a ``timestamp`` column, converted to UTC as the other backends store it
+    (Redshift would drop the offset)."""
+
+    def __init__(self, columns: list[Column], folds_case: bool = False):
+        self.folds_case = folds_case
+        key = (lambda name: name.lower()) if folds_case else (lambda name: name)
+        self.rules = [(key(c.name), c.name, re.compile(r[0]).fullmatch, r[1])
+                      for c in columns if (r := text_rule(c)) is not None]
+        self.timestamps = {key(c.name) for c in columns if c.base in TIMESTAMP_TYPES}
+        self.converted = False
+        self.strings = [(key(c.name), c.name) for c in columns
+                        if c.base in Session.STRING_TYPES]
+
+    def __call__(self, line: bytes) -> str | None:
+        self.converted = False
+        try:
+            doc = json.loads(line, parse_int=_Number, parse_float=_Number)
+        except (ValueError, RecursionError):
+            return None
+        if type(doc) is not dict:
+            return None
+        if self.folds_case:
+            doc = {k.lower(): v for k, v in doc.items()}
+        for key, name, match, what in self.rules:
+            value = doc.get(key)
+            if value is None:
+                continue
+            if type(value) is bool:
+                value = "true" if value else "false"
+            elif not isinstance(value, str):
+                return f"column {name}: {what}: a JSON {type(value).__name__}"
+            if not match(value):
+                return f"column {name}: {what}: {value[:100]}"
+            if key in self.timestamps and type(value) is str:
+                utc = utc_text(value)
+                if utc is None:
+                    return f"column {name}: {value[:100]} is out of range"
+                self.converted |= utc != value
+        for key, name in self.strings:
+            value = doc.get(key)
+            if isinstance(value, str) and "\x00" in value:
+                return f"column {name}: a NUL character in a string"
+        return None
+
+    def line_for(self, line: bytes) -> bytes:
+        """The line with its timestamps for ``timestamp`` columns in UTC, everything else as
+        staging wrote it (the same encoder settings: compact, not ASCII-escaped)."""
+        doc = json.loads(line)
+        for k, value in doc.items():
+            if (k.lower() if self.folds_case else k) in self.timestamps and \
+                    type(value) is str:
+                doc[k] = utc_text(value)
+        return (json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
 def quote_ident(name: str) -> str:
@@ -93,7 +236,7 @@ class Session:
     """One loader connection working on one table. Subclasses implement the I/O."""
 
     STRING_TYPES = ("character varying", "varchar", "character", "char", "text", "bpchar")
-    DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+    DATE_PATTERN = DATE_PATTERN
 
     def __init__(self, table: str, columns: list[Column], key: tuple[str, ...]):
         self.table, self.columns, self.key = table, columns, key
@@ -132,20 +275,23 @@ class Session:
             return text  # no cast: an explicit cast to varchar(n) would truncate silently
         if base in ("json", "jsonb", "super"):
             return self.json_sql(col)
-        if base in ("numeric", "decimal") and col.scale is not None:
-            # Digits past the column's scale must all be zeros: 1.50 fits numeric(10,1), 1.55
-            # does not (a cast would round it).
-            exact = self.regex_sql(text, rf"^[-+]?[0-9]*(\.[0-9]{{0,{col.scale}}}0*)?$")
-            why = fail(f"'is not a decimal with at most {col.scale} places: ' || {text}", col)
-            return (f"CASE WHEN {text} IS NULL THEN NULL WHEN {exact} "
-                    f"THEN CAST({text} AS {col.type_sql}) ELSE {why} END")
-        if base == "date":
-            is_date = self.regex_sql(text, self.DATE_PATTERN)
-            why = fail(f"'is not a date (YYYY-MM-DD): ' || {text}", col)
-            return (f"CASE WHEN {text} IS NULL THEN NULL WHEN {is_date} "
-                    f"THEN CAST({text} AS DATE) ELSE {why} END")
-        if base in ("timestamp", "timestamp without time zone"):
-            return self.timestamp_utc_sql(text)
+        rule = text_rule(col)
+        if rule is None:  # intervals, arrays, enums, inet...: the type's input function decides
+            return f"CAST({text} AS {col.type_sql})"
+        pattern, what = rule
+        ok = self.regex_sql(text, pattern)
+        why = fail(f"{quote_literal(what + ': ')} || {text}", col)
+        if base in TIMESTAMP_TYPES:
+            cast = self.timestamp_utc_sql(text)
+        elif base in FLOAT_TYPES:
+            cast = self.float_sql(text, col)
+        else:
+            cast = f"CAST({text} AS {col.type_sql})"
+        return f"CASE WHEN {text} IS NULL THEN NULL WHEN {ok} THEN {cast} ELSE {why} END"
+
+    def float_sql(self, text: str, col: Column) -> str:
+        """A float column's cast (a backend that reads an out-of-range value as infinity
+        refuses it here)."""
         return f"CAST({text} AS {col.type_sql})"
 
     def fail_sql(self, message_sql: str, col: Column) -> str:
