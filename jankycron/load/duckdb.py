@@ -30,6 +30,7 @@ from .warehouse import (
     Session,
     Warehouse,
     clean_reason,
+    count_replaced,
     quote_ident,
     quote_literal,
 )
@@ -200,7 +201,15 @@ class DuckDBSession(Session):
                 raced = self.already_loaded([d.batch_id for d in done])
                 if raced:
                     raise AlreadyLoaded(raced)
-                for stmt in self.merge_sql():
+                dedupe, *rest = self.merge_sql()
+                # DuckDB's RETURNING sees only the target's columns: the dedupe goes through a
+                # temporary table of what it removes (one aggregate, as with RETURNING).
+                self.wh.execute(f"CREATE TEMP TABLE jc_gone AS {self.replaced_sql()}")
+                self.wh.execute("DELETE FROM stage WHERE jc_line IN (SELECT jc_line FROM "
+                                "jc_gone)")
+                count_replaced(done, self.wh.execute("SELECT * FROM jc_gone").fetchall())
+                self.wh.execute("DROP TABLE jc_gone")
+                for stmt in rest:
                     self.wh.execute(stmt)
                 for d in done:
                     self.wh.execute(
