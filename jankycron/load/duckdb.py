@@ -193,6 +193,14 @@ class DuckDBSession(Session):
                 "WHERE list_contains(?, batch_id)", (batch_ids,)).fetchall()
         return [Loaded(*r) for r in rows]
 
+    def merge_sql(self) -> list[str]:
+        # DuckDB's RETURNING sees only the target's columns: the dedupe goes through a
+        # temporary table of what it removes (one aggregate, as with RETURNING), counted by
+        # ``merge``.
+        _, *rest = super().merge_sql()
+        return [f"CREATE TEMP TABLE jc_gone AS {self.replaced_sql()}",
+                "DELETE FROM stage WHERE jc_line IN (SELECT jc_line FROM jc_gone)", *rest]
+
     def merge(self, done: list[Loaded], dropped_keys: str,
               before_commit: Callable[[], None] | None = None) -> None:
         with self.wh.errors("merge"):
@@ -201,12 +209,9 @@ class DuckDBSession(Session):
                 raced = self.already_loaded([d.batch_id for d in done])
                 if raced:
                     raise AlreadyLoaded(raced)
-                dedupe, *rest = self.merge_sql()
-                # DuckDB's RETURNING sees only the target's columns: the dedupe goes through a
-                # temporary table of what it removes (one aggregate, as with RETURNING).
-                self.wh.execute(f"CREATE TEMP TABLE jc_gone AS {self.replaced_sql()}")
-                self.wh.execute("DELETE FROM stage WHERE jc_line IN (SELECT jc_line FROM "
-                                "jc_gone)")
+                gone, dedupe, *rest = self.merge_sql()
+                self.wh.execute(gone)
+                self.wh.execute(dedupe)
                 count_replaced(done, self.wh.execute("SELECT * FROM jc_gone").fetchall())
                 self.wh.execute("DROP TABLE jc_gone")
                 for stmt in rest:
