@@ -324,7 +324,7 @@ class Loader:
                 session.merge(loaded, dropped_keys, before_commit)
                 log.info("%s: merged in %.2fs", table, time.monotonic() - clock)
             for x in loaded:  # the merge counted the replaced lines into ``loaded``
-                status, _, rejected, dropped, _ = outcomes[x.batch_id]
+                status, _, rejected, dropped, *_ = outcomes[x.batch_id]
                 outcomes[x.batch_id] = (status, x.rows_loaded, rejected, dropped, x.rows_replaced)
             self._count(result, outcomes)
         finally:
@@ -370,8 +370,8 @@ class Loader:
 
     @staticmethod
     def _count(result: LoadResult, outcomes: Outcomes) -> None:
-        for _, _, _, dropped, _ in outcomes.values():
-            for k, c in dropped.items():
+        for outcome in outcomes.values():
+            for k, c in outcome[3].items():
                 result.dropped_keys[k] = result.dropped_keys.get(k, 0) + c
 
     def _fits(self, filled: Filled, batches: list[Batch], columns: list[Column]) -> bool:

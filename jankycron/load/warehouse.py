@@ -108,6 +108,11 @@ def count_replaced(done: list[Loaded], replaced: Iterable[tuple[Hashable, Hashab
     replaced when the next one is in its batch. ``batch_of``: a line's index in ``done``;
     by default lines are numbers across the batches in order, each batch holding its
     ``rows_loaded + rows_rejected`` lines (as the loader numbers them)."""
+    if len(done) == 1:  # the usual load (a run's own batch): every line removed counts
+        replaced = list(replaced)
+        done[0].rows_replaced = len(replaced)
+        done[0].rows_loaded -= len(replaced)
+        return
     if batch_of is None:
         starts, n = [], 1
         for d in done:
