@@ -17,11 +17,13 @@ import psycopg2
 import pytest
 from conftest import Workspace, create_table, warehouse_rows
 
+from jankycron.config import Settings
 from jankycron.discovery import discover
 from jankycron.ledger import SCHEMA, Ledger
 from jankycron.load import LoadResult
 from jankycron.load.postgres import PostgresSession
 from jankycron.runner import Context, load_tables, run_job
+from jankycron.web import create_app
 
 TABLE = "CREATE TABLE orders (id bigint NOT NULL, v varchar(20), amount numeric(10,2))"
 
@@ -319,3 +321,12 @@ def test_a_loader_that_died_after_commit_records_the_replaced_count(ws: Workspac
     run = _history(ws)[run_id]
     assert (run["status"], run["rows_loaded"], run["rows_replaced"]) == ("success", 493, 1)
     assert warehouse_rows(ws, "SELECT COUNT(*) FROM orders") == [(493,)]
+
+
+def test_the_status_page_shows_the_replaced_count(duck_ws: Workspace) -> None:
+    create_table(duck_ws, TABLE)
+    duck_ws.write_job("orders", TWICE)
+    duck_ws.cli("run", "orders", "--date", "2026-11-20", "--local", check=True)
+    app = create_app(Settings.from_env({**duck_ws.env, "JANKYCRON_LOCK_URL": "off"}))
+    page = app.test_client().get("/jobs/orders").get_data(as_text=True)
+    assert "493 / 0 (1 replaced)" in page
