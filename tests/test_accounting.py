@@ -323,10 +323,13 @@ def test_a_loader_that_died_after_commit_records_the_replaced_count(ws: Workspac
     assert warehouse_rows(ws, "SELECT COUNT(*) FROM orders") == [(493,)]
 
 
-def test_the_status_page_shows_the_replaced_count(duck_ws: Workspace) -> None:
+def test_the_status_page_and_metrics_show_the_replaced_count(duck_ws: Workspace) -> None:
     create_table(duck_ws, TABLE)
     duck_ws.write_job("orders", TWICE)
     duck_ws.cli("run", "orders", "--date", "2026-11-20", "--local", check=True)
-    app = create_app(Settings.from_env({**duck_ws.env, "JANKYCRON_LOCK_URL": "off"}))
-    page = app.test_client().get("/jobs/orders").get_data(as_text=True)
-    assert "493 / 0 (1 replaced)" in page
+    client = create_app(Settings.from_env({**duck_ws.env, "JANKYCRON_LOCK_URL": "off"})
+                        ).test_client()
+    assert "493 / 0 (1 replaced)" in client.get("/jobs/orders").get_data(as_text=True)
+    metrics = client.get("/metrics").get_data(as_text=True).splitlines()
+    assert 'jankycron_rows_loaded_total{table="orders"} 493.0' in metrics
+    assert 'jankycron_rows_replaced_total{table="orders"} 1.0' in metrics
