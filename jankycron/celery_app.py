@@ -403,7 +403,8 @@ class Ops:
         try:
             todo = {table: tables[table]}
             if not ctx.ledger.pending_batches(table):
-                return {"table": table, "batches": 0, "rows_loaded": 0, "rows_rejected": 0}
+                return {"table": table, "batches": 0, "rows_loaded": 0, "rows_rejected": 0,
+                        "rows_replaced": 0}
             if not force:
                 todo, waiting = due_tables(ctx, todo)
                 for line in waiting:
@@ -421,7 +422,8 @@ class Ops:
                 return {"table": table, "error": str(e)}
             return {"table": table, "batches": sum(r.batches for r in results),
                     "rows_loaded": sum(r.rows_loaded for r in results),
-                    "rows_rejected": sum(r.rows_rejected for r in results)}
+                    "rows_rejected": sum(r.rows_rejected for r in results),
+                    "rows_replaced": sum(r.rows_replaced for r in results)}
         finally:
             ctx.close()
 

@@ -89,6 +89,10 @@ COLUMNS = [
     ("jc_batches", "replaces", "INTEGER"),
     # when housekeeping removed the staged objects of a run that recorded no batch for them
     ("jc_runs", "orphans_removed_at", "TEXT"),
+    # lines a later line of the same batch (run) with the same key replaced: rows_extracted =
+    # rows_loaded + rows_rejected + rows_replaced (0 for rows loaded before it was counted)
+    ("jc_batches", "rows_replaced", "INTEGER NOT NULL DEFAULT 0"),
+    ("jc_runs", "rows_replaced", "INTEGER NOT NULL DEFAULT 0"),
 ]
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS jc_runs_task ON jc_runs (task_id)",
@@ -534,18 +538,20 @@ class Ledger:
         return {r["status"] for r in self._rows("SELECT status FROM jc_batches WHERE run_id = ?",
                                                 (run_id,))}
 
-    def batches_done(self, outcomes: dict[str, tuple[str, int, int, dict[str, int]]]) -> None:
+    def batches_done(self, outcomes: dict[str, tuple]) -> None:
         """Record the load outcome per batch and roll the counts up into the runs.
 
-        ``outcomes``: batch id -> (status, rows loaded, rows rejected, dropped keys).
+        ``outcomes``: batch id -> (status, rows loaded, rows rejected, dropped keys[, rows
+        replaced by a later line of the batch with the same key; 0 if left out]).
         """
         at = now()
         with self.transaction() as cur:
-            for bid, (status, loaded, rejected, dropped) in outcomes.items():
+            for bid, (status, loaded, rejected, dropped, *more) in outcomes.items():
                 cur.execute(
                     "UPDATE jc_batches SET status = ?, loaded_at = ?, rows_loaded = ?, "
-                    "rows_rejected = ?, dropped_keys = ? WHERE id = ?",
-                    (status, at, loaded, rejected, json.dumps(dropped, sort_keys=True), bid),
+                    "rows_rejected = ?, dropped_keys = ?, rows_replaced = ? WHERE id = ?",
+                    (status, at, loaded, rejected, json.dumps(dropped, sort_keys=True),
+                     more[0] if more else 0, bid),
                 )
                 if status == BatchStatus.LOADED:
                     # A rerun's dead letters replace those of older runs of the same interval:
@@ -563,14 +569,15 @@ class Ledger:
                 self._roll_up(cur, run_id, at)
 
     def _roll_up(self, cur: _Cursor, run_id: str, at: str) -> None:
-        cur.execute("SELECT status, rows_loaded, rows_rejected, dropped_keys FROM jc_batches "
-                    "WHERE run_id = ?", (run_id,))
+        cur.execute("SELECT status, rows_loaded, rows_rejected, dropped_keys, rows_replaced "
+                    "FROM jc_batches WHERE run_id = ?", (run_id,))
         batches = cur.fetchall()
         cur.execute("SELECT COUNT(*) FROM jc_deadletters WHERE run_id = ? AND phase = 'stage'",
                     (run_id,))
         stage_rejects = cur.fetchone()[0]
         loaded = sum(b[1] for b in batches)
         rejected = stage_rejects + sum(b[2] for b in batches)
+        replaced = sum(b[4] for b in batches)
         dropped: dict[str, int] = {}
         for b in batches:
             for k, n in json.loads(b[3] or "{}").items():
@@ -582,8 +589,8 @@ class Ledger:
             RunStatus.SUCCESS
         cur.execute(
             "UPDATE jc_runs SET status = ?, rows_loaded = ?, rows_rejected = ?, dropped_keys = ?,"
-            " finished_at = ?, error = NULL WHERE id = ? AND status = ?",
-            (status, loaded, rejected, json.dumps(dropped, sort_keys=True), at, run_id,
+            " rows_replaced = ?, finished_at = ?, error = NULL WHERE id = ? AND status = ?",
+            (status, loaded, rejected, json.dumps(dropped, sort_keys=True), replaced, at, run_id,
              RunStatus.STAGED),
         )
 
@@ -666,6 +673,7 @@ def _run_out(r: dict[str, Any]) -> dict[str, Any]:
         "end": r["interval_end"], "status": r["status"],
         "rows_extracted": r["rows_extracted"], "rows_staged": r["rows_staged"],
         "rows_loaded": r["rows_loaded"], "rows_rejected": r["rows_rejected"],
+        "rows_replaced": r.get("rows_replaced") or 0,
         "dropped_keys": json.loads(r["dropped_keys"] or "{}"),
         "started_at": r["started_at"], "finished_at": r["finished_at"], "error": r["error"],
         "attempt": r.get("attempt"),

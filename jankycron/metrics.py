@@ -12,6 +12,7 @@ ledger keeps every run and batch.
 | ``jankycron_last_success_timestamp_seconds`` | job | newest successful run's finish |
 | ``jankycron_last_success_interval_end_timestamp_seconds`` | job | its data interval's end |
 | ``jankycron_rows_loaded_total`` / ``_rows_rejected_total`` | table | batches + dead letters |
+| ``jankycron_rows_replaced_total`` | table | replaced by a later row of the run, same key |
 | ``jankycron_load_latency_seconds`` (histogram) | table | batch staged -> merged |
 | ``jankycron_pending_batches`` / ``_pending_rows`` | table | batches waiting for a load |
 | ``jankycron_oldest_pending_batch_timestamp_seconds`` | table | when the oldest was staged |
@@ -152,6 +153,9 @@ def _families(ledger: Ledger) -> Iterator[Metric]:
     rejected = CounterMetricFamily("jankycron_rows_rejected",
                                    "rows sent to the dead-letter store instead of the table",
                                    labels=["table"])
+    replaced = CounterMetricFamily("jankycron_rows_replaced",
+                                   "rows a later row of the same run with the same key replaced",
+                                   labels=["table"])
     pending = GaugeMetricFamily("jankycron_pending_batches", "staged batches waiting for a load",
                                 labels=["table"])
     pending_rows = GaugeMetricFamily("jankycron_pending_rows", "rows in pending batches",
@@ -161,6 +165,7 @@ def _families(ledger: Ledger) -> Iterator[Metric]:
                                labels=["table"])
     rows = ledger._rows(
         "SELECT table_name, SUM(rows_loaded) AS loaded, SUM(rows_rejected) AS rejected, "
+        "SUM(rows_replaced) AS replaced, "
         "SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END) AS pending, "
         "SUM(CASE WHEN status = 'pending' THEN rows ELSE 0 END) AS pending_rows, "
         "MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest "
@@ -169,11 +174,12 @@ def _families(ledger: Ledger) -> Iterator[Metric]:
         r = next((x for x in rows if x["table_name"] == table), {})
         loaded.add_metric([table], int(r.get("loaded") or 0))
         rejected.add_metric([table], int(r.get("rejected") or 0) + stage_rejects.get(table, 0))
+        replaced.add_metric([table], int(r.get("replaced") or 0))
         pending.add_metric([table], int(r.get("pending") or 0))
         pending_rows.add_metric([table], int(r.get("pending_rows") or 0))
         if r.get("oldest"):
             oldest.add_metric([table], parse_fmt(r["oldest"]).timestamp())
-    yield from (loaded, rejected, pending, pending_rows, oldest)
+    yield from (loaded, rejected, replaced, pending, pending_rows, oldest)
 
     yield _histogram(ledger, "jankycron_load_latency_seconds",
                      "loaded batches, from staged to merged into the table (seconds)", ["table"],

@@ -203,6 +203,7 @@ class Cell:
     status: str = "none"
     loaded: int = 0
     rejected: int = 0
+    replaced: int = 0
 
     @property
     def title(self) -> str:
@@ -216,6 +217,8 @@ class Cell:
             head += f" ({self.intervals[0].label})"
         if any(iv.run for iv in self.intervals):
             head += f"; {self.loaded:,} rows loaded, {self.rejected:,} rejected"
+            if self.replaced:
+                head += f", {self.replaced:,} replaced by a later record with the same key"
         return head
 
     @property
@@ -330,6 +333,7 @@ def job_rows(registry: Registry, ledger: Ledger, state: StatusState, days: int,
                 cell.status = min((v.status for v in views), key=list(STATUSES).index)
                 cell.loaded = sum(v.run["rows_loaded"] for v in views if v.run)
                 cell.rejected = sum(v.run["rows_rejected"] for v in views if v.run)
+                cell.replaced = sum(v.run["rows_replaced"] for v in views if v.run)
             cells.append(cell)
         rows.append(JobRow(name, job, cells))
     return rows

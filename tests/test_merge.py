@@ -80,8 +80,9 @@ def test_same_key_twice_in_one_run_last_one_wins(ws: Workspace) -> None:
     assert warehouse_rows(ws, "SELECT id, version FROM events ORDER BY id") == [
         (1, "third"), (2, "only")]
     (run,) = ws.cli_json("history")
-    # Every extracted record is accounted for: loaded (merged) or rejected.
-    assert run["rows_extracted"] == run["rows_loaded"] + run["rows_rejected"] == 4
+    # Every extracted record is accounted for: landed, rejected, or replaced by a later one.
+    assert (run["rows_extracted"], run["rows_loaded"], run["rows_rejected"],
+            run["rows_replaced"]) == (4, 2, 0, 2)
 
 
 def test_composite_key(ws: Workspace) -> None:

@@ -82,7 +82,8 @@ def test_a_run_lands_once_through_noload_copy_and_merge(rs: RS) -> None:
     _events_table(rs)
     rs.ws.write_job("events", EVENTS.format(n=3000, amount='"1.50"'))
     run, _ = rs.run("events", date(2026, 11, 20))
-    assert (run["status"], run["rows_loaded"], run["rows_rejected"]) == ("success", 3001, 0)
+    assert (run["status"], run["rows_loaded"], run["rows_rejected"], run["rows_replaced"]) == (
+        "success", 3000, 0, 1)
     assert rs.rows("SELECT count(*), count(DISTINCT id) FROM events") == [(3000, 3000)]
     # The later line of the same key won, although COPY does not keep line order.
     assert rs.rows("SELECT userid, amount::text FROM events WHERE id = 'm0'") == \
@@ -97,7 +98,7 @@ def test_a_run_lands_once_through_noload_copy_and_merge(rs: RS) -> None:
     assert rs.s3.keys(rs.ws.settings.store_url.split("/")[2], "jankycron/loads/") == []  # tidied
     # A rerun of the interval replaces its rows; nothing doubles.
     rerun, _ = rs.run("events", date(2026, 11, 20))
-    assert rerun["rows_loaded"] == 3001
+    assert (rerun["rows_loaded"], rerun["rows_replaced"]) == (3000, 1)
     assert rs.rows("SELECT count(*) FROM events") == [(3000,)]
     assert rs.rows("SELECT count(*) FROM jankycron_loads") == [(2,)]
 
@@ -118,6 +119,40 @@ def test_across_intervals_the_newer_interval_wins(rs: RS) -> None:
         run_job(ctx, job, job.interval_on(day), load=False)
     load_tables(ctx, job.tables)
     assert rs.rows("SELECT v FROM kv") == [("2026-11-21",)]
+
+
+def test_the_merge_counts_what_a_later_record_of_the_same_run_replaced(rs: RS) -> None:
+    """Three intervals loaded in one merge, key 1 in each (twice in the first and the last),
+    and in the first a later duplicate of key 2000 that is dead-lettered: only a repeat inside a
+    run counts as replaced, so every run reconciles; across runs the newest interval wins."""
+    rs.rows("CREATE TABLE kv (k int NOT NULL, v varchar(20), n int)")
+    rs.ws.write_job("kv", '''
+        from jankycron import job
+
+        @job(schedule="0 0 * * *", table="kv", key="k")
+        def kv(run):
+            day = run.start.day
+            yield {"k": 1, "v": f"day {day}"}
+            for i in range(10):
+                yield {"k": day * 100 + i, "v": "own", "n": i}
+            if day != 21:
+                yield {"k": 1, "v": f"day {day} again"}
+            if day == 20:
+                yield {"k": 2000, "v": "bad", "n": "not a number"}  # 2000 stays "own"
+    ''')
+    registry, _ = discover(rs.ws.jobs)
+    job = registry.get("kv")
+    ctx = rs.context()
+    runs = [run_job(ctx, job, job.interval_on(date(2026, 11, d)), load=False)["run_id"]
+            for d in (20, 21, 22)]
+    (result,) = load_tables(ctx, job.tables)
+    assert (result.rows_loaded, result.rows_rejected, result.rows_replaced) == (33, 1, 2)
+    got = [ctx.ledger.run(r) for r in runs]
+    assert [(r["rows_extracted"], r["rows_loaded"], r["rows_rejected"], r["rows_replaced"])
+            for r in got] == [(13, 11, 1, 1), (11, 11, 0, 0), (12, 11, 0, 1)]
+    assert rs.rows("SELECT count(*) FROM kv") == [(31,)]
+    assert rs.rows("SELECT k, v FROM kv WHERE k IN (1, 2000) ORDER BY k") == [
+        (1, "day 22 again"), (2000, "own")]
 
 
 BAD = '''

@@ -266,6 +266,11 @@ def test_post_then_drain_lands_one_row_per_message_id(ws: Workspace, r: redis.Re
     ws.cli("run", "segment_events", "--local", check=True)
     assert counts(ws) == {"segment_aliases": 1, "segment_groups": 1, "segment_identifies": 1,
                           "segment_pages": 1, "segment_screens": 1, "segment_tracks": 2}
+    # The drain stages one copy of a messageId it read several times (the source's own
+    # dedupe), so its counts reconcile with nothing replaced.
+    (drain,) = ws.cli_json("history")
+    assert (drain["rows_extracted"], drain["rows_loaded"], drain["rows_rejected"],
+            drain["rows_replaced"]) == (7, 7, 0, 0)
     row = warehouse_rows(ws, "SELECT event, event_text, context_ip, context_library_name, "
                              "context_page_path, received_at, \"timestamp\", properties "
                              "FROM segment_tracks WHERE id = 'dup-1'")[0]
@@ -286,6 +291,10 @@ def test_post_then_drain_lands_one_row_per_message_id(ws: Workspace, r: redis.Re
     ws.cli("run", "segment_events", "--local", check=True)
     assert counts(ws)["segment_tracks"] == 2
     assert pending(r) == 0 and r.xlen(segment.STREAM) == 0  # acknowledged, then trimmed
+    # The late retry is another run's record: loaded there (over the earlier row), not replaced.
+    runs = ws.cli_json("history")
+    assert [(r["rows_extracted"], r["rows_loaded"], r["rows_replaced"]) for r in runs] == [
+        (0, 0, 0), (1, 1, 0), (7, 7, 0)]
 
 
 def test_a_drain_that_crashes_before_staging_loses_nothing(duck_ws: Workspace,

@@ -103,6 +103,8 @@ def _print_run(row: dict[str, Any]) -> None:
     line = (f"{row['job']} {row['start']}..{row['end']}: {row['status']}; "
             f"{row['rows_extracted']:,} extracted, {row['rows_loaded']:,} loaded, "
             f"{row['rows_rejected']:,} dead-lettered")
+    if row.get("rows_replaced"):
+        line += f", {row['rows_replaced']:,} replaced by a later record with the same key"
     click.echo(line)
     if row["dropped_keys"]:
         dropped = ", ".join(f"{k} ({n:,})" for k, n in sorted(row["dropped_keys"].items()))

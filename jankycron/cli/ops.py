@@ -132,8 +132,10 @@ def load_cmd(app: App, table: str | None, local: bool, dry_run: bool, as_json: b
     if dry_run:
         return
     for r in load_tables(app.ctx, todo):
+        replaced = (f", {r.rows_replaced:,} replaced by a later record with the same key"
+                    if r.rows_replaced else "")
         click.echo(f"{r.table}: {r.batches} batch(es), {r.rows_loaded:,} loaded, "
-                   f"{r.rows_rejected:,} dead-lettered")
+                   f"{r.rows_rejected:,} dead-lettered{replaced}")
 
 
 @command(cli, "orphans")
@@ -188,9 +190,10 @@ def history_cmd(app: App, job_name: str | None, limit: int, as_json: bool) -> No
         click.echo("no runs yet")
         return
     _table([[r["job"], r["start"], r["end"], r["status"], f"{r['rows_staged']:,}",
-             f"{r['rows_loaded']:,}", f"{r['rows_rejected']:,}", r["started_at"],
-             (r["error"] or "")[:70]] for r in rows],
-           ["JOB", "START", "END", "STATUS", "STAGED", "LOADED", "REJECTED", "STARTED", "ERROR"])
+             f"{r['rows_loaded']:,}", f"{r['rows_rejected']:,}", f"{r['rows_replaced']:,}",
+             r["started_at"], (r["error"] or "")[:70]] for r in rows],
+           ["JOB", "START", "END", "STATUS", "STAGED", "LOADED", "REJECTED", "REPLACED",
+            "STARTED", "ERROR"])
 
 
 # ------------------------------------------------------------------------------ deadletters

@@ -36,8 +36,9 @@ from .warehouse import AlreadyLoaded, Column, Loaded, Session, Warehouse, isolat
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
-# batch id -> (status, rows loaded, rows rejected, JSON keys with no column, counted)
-Outcomes = dict[str, tuple[str, int, int, dict[str, int]]]
+# batch id -> (status, rows loaded, rows rejected, JSON keys with no column, counted,
+# rows replaced by a later line of the batch with the same key)
+Outcomes = dict[str, tuple[str, int, int, dict[str, int], int]]
 
 
 def open_warehouse(settings: Settings) -> Warehouse:
@@ -66,6 +67,7 @@ class LoadResult:
     batches: int = 0
     rows_loaded: int = 0
     rows_rejected: int = 0
+    rows_replaced: int = 0  # replaced by a later record of the same batch with the same key
     superseded: int = 0
     validations: int = 0
     direct: bool = False  # loaded straight into the table (load.direct), not validated
@@ -236,7 +238,7 @@ class Loader:
                     return self._load_once(table, key, result, filled,
                                            lock.ensure_owned if lock else None)
                 except AlreadyLoaded as raced:
-                    self._record_loaded(raced.loaded)
+                    self._record_loaded(raced.loaded, self.ledger.pending_batches(table))
                     filled = None
                 except WarehouseError as e:
                     # The table changed since its columns were cached (a column dropped or
@@ -253,9 +255,13 @@ class Loader:
             if lock:
                 lock.release()
 
-    def _record_loaded(self, loaded: list[Loaded]) -> None:
+    def _record_loaded(self, loaded: list[Loaded], batches: list[Batch]) -> None:
+        """Batches another loader merged (read back from ``jankycron_loads``, which keeps no
+        replaced count: it is what is left of the batch's staged lines)."""
+        staged = {b.id: b.rows for b in batches}
         self.ledger.batches_done(
-            {x.batch_id: (BatchStatus.LOADED, x.rows_loaded, x.rows_rejected, {})
+            {x.batch_id: (BatchStatus.LOADED, x.rows_loaded, x.rows_rejected, {},
+                          max(staged.get(x.batch_id, 0) - x.rows_loaded - x.rows_rejected, 0))
              for x in loaded})
 
     def _load_once(self, table: str, key: tuple[str, ...], result: LoadResult,
@@ -281,7 +287,7 @@ class Loader:
         try:
             done = session.already_loaded([b.id for b in pending])
             if done:  # committed by a loader that died before it updated the ledger
-                self._record_loaded(done)
+                self._record_loaded(done, pending)
                 gone = {d.batch_id for d in done}
                 pending = [b for b in pending if b.id not in gone]
             batches, superseded = choose(pending)
@@ -317,6 +323,9 @@ class Loader:
                 clock = time.monotonic()
                 session.merge(loaded, dropped_keys, before_commit)
                 log.info("%s: merged in %.2fs", table, time.monotonic() - clock)
+            for x in loaded:  # the merge counted the replaced lines into ``loaded``
+                status, _, rejected, dropped, *_ = outcomes[x.batch_id]
+                outcomes[x.batch_id] = (status, x.rows_loaded, rejected, dropped, x.rows_replaced)
             self._count(result, outcomes)
         finally:
             session.close()
@@ -327,14 +336,17 @@ class Loader:
               loaded: list[Loaded]) -> LoadResult:
         """After the commit: the batches' outcomes into the ledger, and into ``result``."""
         for b in superseded:
-            outcomes[b.id] = (BatchStatus.SUPERSEDED, 0, 0, {})
+            outcomes[b.id] = (BatchStatus.SUPERSEDED, 0, 0, {}, 0)
         self.ledger.batches_done(outcomes)
         result.batches += len(batches)
         result.superseded += len(superseded)
         result.rows_loaded += sum(x.rows_loaded for x in loaded)
         result.rows_rejected += sum(x.rows_rejected for x in loaded)
+        result.rows_replaced += sum(x.rows_replaced for x in loaded)
+        replaced = (f", {result.rows_replaced:,} replaced by a later record with the same key"
+                    if result.rows_replaced else "")
         self.progress(f"{table}: merged {result.rows_loaded:,} rows, "
-                      f"{result.rows_rejected:,} dead-lettered")
+                      f"{result.rows_rejected:,} dead-lettered{replaced}")
         return result
 
     @staticmethod
@@ -350,7 +362,7 @@ class Loader:
             lo, hi = ranges[b.id]
             dropped = {k: c for k, c in b.key_counts.items() if fold(k) not in names}
             ok = hi - lo + 1 - rejected.get(b.id, 0)
-            outcomes[b.id] = (BatchStatus.LOADED, ok, rejected.get(b.id, 0), dropped)
+            outcomes[b.id] = (BatchStatus.LOADED, ok, rejected.get(b.id, 0), dropped, 0)
             loaded.append(Loaded(b.id, ok, rejected.get(b.id, 0)))
             for k, c in dropped.items():
                 dropped_all[k] = dropped_all.get(k, 0) + c
@@ -358,8 +370,8 @@ class Loader:
 
     @staticmethod
     def _count(result: LoadResult, outcomes: Outcomes) -> None:
-        for _, _, _, dropped in outcomes.values():
-            for k, c in dropped.items():
+        for outcome in outcomes.values():
+            for k, c in outcome[3].items():
                 result.dropped_keys[k] = result.dropped_keys.get(k, 0) + c
 
     def _fits(self, filled: Filled, batches: list[Batch], columns: list[Column]) -> bool:

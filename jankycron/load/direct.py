@@ -401,11 +401,15 @@ def _rendered(plan: Plan, store: Store, batches: list[Batch]
             raise NotDirect(f"{part}: more key file lines than lines")
 
 
-def load(cur: Any, table: str, plan: Plan, store: Store, batches: list[Batch]) -> None:
-    """Steps 1 and 2 of the module docstring, on ``cur`` inside the merge transaction."""
+def load(cur: Any, table: str, plan: Plan, store: Store, batches: list[Batch]
+         ) -> list[tuple[int, int]]:
+    """Steps 1 and 2 of the module docstring, on ``cur`` inside the merge transaction; returns
+    (line, the line with its key that wins) for every line a later one replaced, for
+    ``warehouse.count_replaced``."""
     rows = _Rendered(_rendered(plan, store, batches))  # rendering starts now
     try:
-        rows.replaced = _replace(cur, table, plan, store, batches)
+        pairs = _replace(cur, table, plan, store, batches)
+        rows.replaced = {line for line, _ in pairs}
         clock = time.monotonic()
         columns = ", ".join(quote_ident(n) for n in plan.names)
         got = _copy(cur, f"COPY {quote_ident(table)} ({columns}) FROM STDIN WITH "
@@ -416,11 +420,13 @@ def load(cur: Any, table: str, plan: Plan, store: Store, batches: list[Batch]) -
     if got != expected:
         raise NotDirect(f"copied {got:,} rows, expected {expected:,}")
     log.info("%s: %d rows copied in %.2fs", table, got, time.monotonic() - clock)
+    return pairs
 
 
-def _replace(cur: Any, table: str, plan: Plan, store: Store, batches: list[Batch]) -> set[int]:
+def _replace(cur: Any, table: str, plan: Plan, store: Store, batches: list[Batch]
+             ) -> list[tuple[int, int]]:
     """Read the key files into ``jc_keys`` and delete the table's rows with those keys; the
-    lines that a later line with the same key replaces."""
+    lines that a later line with the same key replaces, each with that line."""
     clock = time.monotonic()
     t = quote_ident(table)
     keys = [quote_ident(plan.names[i]) for i in plan.key_at]
@@ -440,14 +446,14 @@ def _replace(cur: Any, table: str, plan: Plan, store: Store, batches: list[Batch
     cur.execute("SAVEPOINT jc_unique")
     try:
         cur.execute(f"CREATE UNIQUE INDEX ON jc_keys ({key_list})")
-        replaced: set[int] = set()
+        replaced: list[tuple[int, int]] = []
     except psycopg2.errors.UniqueViolation:
         cur.execute("ROLLBACK TO SAVEPOINT jc_unique")
         same = " AND ".join(f"jc_k.{k} = jc_d.{k}" for k in keys)
-        cur.execute(f"SELECT jc_k.jc_line FROM jc_keys jc_k JOIN (SELECT {key_list}, "
-                    f"max(jc_line) AS jc_last FROM jc_keys GROUP BY {key_list} "
+        cur.execute(f"SELECT jc_k.jc_line, jc_d.jc_last FROM jc_keys jc_k JOIN (SELECT "
+                    f"{key_list}, max(jc_line) AS jc_last FROM jc_keys GROUP BY {key_list} "
                     f"HAVING count(*) > 1) jc_d ON {same} WHERE jc_k.jc_line < jc_d.jc_last")
-        replaced = {r[0] for r in cur.fetchall()}
+        replaced = cur.fetchall()
     except psycopg2.Error as e:  # a key type with no btree index (no ordinary equality)
         raise NotDirect(f"merge key: {str(e).strip().splitlines()[0]}") from None
     cur.execute("RELEASE SAVEPOINT jc_unique")

@@ -4,8 +4,8 @@ DuckDB has no statement timeout setting, so each statement runs under a watchdog
 interrupts it after ``JANKYCRON_STATEMENT_TIMEOUT``. Differences from PostgreSQL/Redshift that
 show in data: DuckDB does not enforce VARCHAR(n) lengths (neither can this backend: DuckDB's
 catalog keeps no length), and a table's CHECK constraints are enforced at merge time only (a
-CHECK violation fails the load rather than dead-lettering the record). Only one process may open the file for writing: a
-second loader gets "warehouse busy" and retries later.
+CHECK violation fails the load rather than dead-lettering the record). Only one process may
+open the file for writing: a second loader gets "warehouse busy" and retries later.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from .warehouse import (
     Session,
     Warehouse,
     clean_reason,
+    count_replaced,
     quote_ident,
     quote_literal,
 )
@@ -227,6 +228,14 @@ class DuckDBSession(Session):
                 "WHERE list_contains(?, batch_id)", (batch_ids,)).fetchall()
         return [Loaded(*r) for r in rows]
 
+    def merge_sql(self) -> list[str]:
+        # DuckDB's RETURNING sees only the target's columns: the dedupe goes through a
+        # temporary table of what it removes (one aggregate, as with RETURNING), counted by
+        # ``merge``.
+        _, *rest = super().merge_sql()
+        return [f"CREATE TEMP TABLE jc_gone AS {self.replaced_sql()}",
+                "DELETE FROM stage WHERE jc_line IN (SELECT jc_line FROM jc_gone)", *rest]
+
     def merge(self, done: list[Loaded], dropped_keys: str,
               before_commit: Callable[[], None] | None = None) -> None:
         with self.wh.errors("merge"):
@@ -235,7 +244,12 @@ class DuckDBSession(Session):
                 raced = self.already_loaded([d.batch_id for d in done])
                 if raced:
                     raise AlreadyLoaded(raced)
-                for stmt in self.merge_sql():
+                gone, dedupe, *rest = self.merge_sql()
+                self.wh.execute(gone)
+                self.wh.execute(dedupe)
+                count_replaced(done, self.wh.execute("SELECT * FROM jc_gone").fetchall())
+                self.wh.execute("DROP TABLE jc_gone")
+                for stmt in rest:
                     self.wh.execute(stmt)
                 for d in done:
                     self.wh.execute(

@@ -35,6 +35,7 @@ from .warehouse import (
     Session,
     Warehouse,
     clean_reason,
+    count_replaced,
     quote_ident,
     quote_literal,
 )
@@ -274,14 +275,21 @@ class PostgresSession(SqlSession):
 
     def merge(self, done: list[Loaded], dropped_keys: str,
               before_commit: Callable[[], None] | None = None) -> None:
-        self._merge(self._lock_sql(), self.merge_sql(), done, dropped_keys, before_commit)
+        dedupe, *rest = self.merge_sql()
+
+        def deduped(cur: Any) -> None:  # the lines it removes, counted as it removes them
+            cur.execute(dedupe)
+            count_replaced(done, cur.fetchall())
+
+        self._merge(self._lock_sql(), [deduped, *rest], done, dropped_keys, before_commit)
 
     def load_direct(self, store: Store, batches: list[Batch], done: list[Loaded],
                     dropped_keys: str, before_commit: Callable[[], None] | None = None) -> bool:
         try:
             plan = direct.Plan(self.columns, self.key)
             self._merge(self._lock_sql(),
-                        [lambda cur: direct.load(cur, self.table, plan, store, batches)],
+                        [lambda cur: count_replaced(
+                            done, direct.load(cur, self.table, plan, store, batches))],
                         done, dropped_keys, before_commit)
         except direct.NotDirect as e:
             log.info("%s: loading the validated way: %s", self.table, e)

@@ -413,9 +413,25 @@ class RedshiftSession(SqlSession):
     def merge(self, done: list[Loaded], dropped_keys: str,
               before_commit: Callable[[], None] | None = None) -> None:
         names = [c.name for c in self.columns]
-        lock, *rest = sql.merge_sql(self.table, STAGE, names, self.key, SEQ_KEY)
+        lock, count, dedupe, *rest = sql.merge_sql(self.table, STAGE, names, self.key, SEQ_KEY)
+        by_run = {d.batch_id.rsplit(".", 1)[0]: d for d in done}  # a batch id is run.table
+
+        def deduped(cur: Any) -> None:  # rows_replaced per batch (redshift_sql.merge_sql)
+            replaced: dict[str, int] = {}
+            if len(done) > 1:
+                cur.execute(count)
+                for batch, n in cur.fetchall():
+                    run_id = batch.rsplit("/", 1)[1]
+                    replaced[by_run[run_id].batch_id] = int(n)
+            cur.execute(dedupe)
+            if len(done) == 1:
+                replaced[done[0].batch_id] = max(cur.rowcount, 0)
+            for d in done:
+                d.rows_replaced = replaced.get(d.batch_id, 0)
+                d.rows_loaded -= d.rows_replaced
+
         # LOCK first: merges of one table queue instead of failing (error 1023).
-        self._merge(lock, rest, done, dropped_keys, before_commit)
+        self._merge(lock, [deduped, *rest], done, dropped_keys, before_commit)
 
     def close(self) -> None:
         for key in self._written:  # manifests and part copies of this load only

@@ -90,16 +90,27 @@ def stage_sql(table: str, stage: str, order_column: str, schema: str | None = No
 
 def merge_sql(table: str, stage: str, columns: list[str], key: tuple[str, ...],
               order_column: str, schema: str | None = None) -> list[str]:
-    """The merge, to run between BEGIN and COMMIT: lock, keep the newest line per key, delete
+    """The merge, to run between BEGIN and COMMIT: lock, count per batch the lines a later
+    line of the same batch with the same key replaces, keep the newest line per key, delete
     the target's rows with those keys, insert. Locking first serializes merges of one table
-    instead of failing one of them with a serializable isolation violation (error 1023)."""
+    instead of failing one of them with a serializable isolation violation (error 1023).
+
+    The count's rows are (the line's seq less its line number: interval start and run id,
+    which name the batch, how many). Lines of one batch replaced by a later batch's are not
+    counted: they are what their own run held. (Redshift has no RETURNING; a load of one
+    batch takes the count from the dedupe's row count instead.)"""
     t, s, o = qualified(table, schema), ident(stage), ident(order_column)
     keys = ", ".join(ident(k) for k in key)
     dup = " AND ".join(f"{s}.{ident(k)} = d.{ident(k)}" for k in key)
     on = " AND ".join(f"{t}.{ident(k)} = {s}.{ident(k)}" for k in key)
     cols = ", ".join(ident(c) for c in columns)
+    # staging.SEQ_KEY is "<interval start>/<run id>/<12-digit line>": 13 characters name the
+    # line within its batch.
+    batch = f"LEFT({s}.{o}, LENGTH({s}.{o}) - 13)"
     return [
         f"LOCK {t}",
+        f"SELECT jc_batch, SUM(jc_n - 1) FROM (SELECT {batch} AS jc_batch, COUNT(*) AS jc_n "
+        f"FROM {s} GROUP BY {keys}, {batch} HAVING COUNT(*) > 1) r GROUP BY jc_batch",
         f"DELETE FROM {s} USING (SELECT {keys}, MAX({o}) AS jc_last FROM {s} GROUP BY {keys} "
         f"HAVING COUNT(*) > 1) d WHERE {dup} AND {s}.{o} < d.jc_last",
         f"DELETE FROM {t} USING {s} WHERE {on}",

@@ -25,11 +25,14 @@ paths and in Python by ``load.direct``); anything else is a dead letter on every
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -225,11 +228,53 @@ def quote_literal(value: str) -> str:
 
 @dataclass
 class Loaded:
-    """A batch the warehouse already has (from ``jankycron_loads``)."""
+    """A batch's counts as the merge records them in ``jankycron_loads`` (and as read back
+    from there). ``rows_loaded``: rows of this batch that land; ``rows_replaced``: lines a
+    later line of the same batch with the same key replaced (set by the merge, which takes
+    them off ``rows_loaded``; ``jankycron_loads`` keeps no column for it: it is the batch's
+    staged lines less the other two)."""
 
     batch_id: str
     rows_loaded: int
     rows_rejected: int
+    rows_replaced: int = 0
+
+
+def count_replaced(done: list[Loaded], replaced: Iterable[tuple[Hashable, Hashable]],
+                   batch_of: Callable[[Hashable], int] | None = None) -> None:
+    """Take the lines that a later line *of the same batch* with the same key replaces off
+    each batch's ``rows_loaded`` into its ``rows_replaced``.
+
+    ``replaced``: what the dedupe removed, as (line, the line with its key that wins), in any
+    order; lines compare in load order. A line that a *later batch's* line replaces stays
+    loaded: it is what its own run held. So among the lines with one key, a line counts as
+    replaced when the next one is in its batch. ``batch_of``: a line's index in ``done``;
+    by default lines are numbers across the batches in order, each batch holding its
+    ``rows_loaded + rows_rejected`` lines (as the loader numbers them)."""
+    if len(done) == 1:  # the usual load (a run's own batch): every line removed counts
+        replaced = list(replaced)
+        done[0].rows_replaced = len(replaced)
+        done[0].rows_loaded -= len(replaced)
+        return
+    if batch_of is None:
+        starts, n = [], 1
+        for d in done:
+            starts.append(n)
+            n += d.rows_loaded + d.rows_rejected
+
+        def batch_of(line: Hashable) -> int:
+            return bisect.bisect_right(starts, line) - 1
+
+    groups: dict[Hashable, list[Hashable]] = {}
+    for line, last in replaced:
+        groups.setdefault(last, []).append(line)
+    counts: Counter[int] = Counter()
+    for last, lines in groups.items():
+        members = [batch_of(x) for x in sorted(lines)] + [batch_of(last)]
+        counts.update(a for a, b in itertools.pairwise(members) if a == b)
+    for i, d in enumerate(done):
+        d.rows_replaced = counts[i]
+        d.rows_loaded -= counts[i]
 
 
 class Session:
@@ -317,16 +362,29 @@ class Session:
         t = quote_ident(self.table)
         cols = ", ".join(quote_ident(c.name) for c in self.columns)
         on = " AND ".join(f"{t}.{quote_ident(k)} = stage.{quote_ident(k)}" for k in self.key)
-        part = ", ".join(quote_ident(k) for k in self.key)
-        dup = " AND ".join(f"stage.{quote_ident(k)} = d.{quote_ident(k)}" for k in self.key)
         return [
             # The same key twice in the load: the later line (newer interval, later yield) wins.
-            # One hash aggregate finds the repeated keys; only their rows are touched.
-            f"DELETE FROM stage USING (SELECT {part}, MAX(jc_line) AS jc_last FROM stage "
-            f"GROUP BY {part} HAVING COUNT(*) > 1) d WHERE {dup} AND stage.jc_line < d.jc_last",
+            # One hash aggregate finds the repeated keys; only their rows are touched. What it
+            # returns is counted (``count_replaced``).
+            f"DELETE FROM stage USING {self._repeated_sql()} WHERE {self._same_key_sql()} AND "
+            "stage.jc_line < d.jc_last RETURNING stage.jc_line, d.jc_last",
             f"DELETE FROM {t} USING stage WHERE {on}",
             f"INSERT INTO {t} ({cols}) SELECT {cols} FROM stage",
         ]
+
+    def _repeated_sql(self) -> str:
+        part = ", ".join(quote_ident(k) for k in self.key)
+        return (f"(SELECT {part}, MAX(jc_line) AS jc_last FROM stage GROUP BY {part} "
+                "HAVING COUNT(*) > 1) d")
+
+    def _same_key_sql(self) -> str:
+        return " AND ".join(f"stage.{quote_ident(k)} = d.{quote_ident(k)}" for k in self.key)
+
+    def replaced_sql(self) -> str:
+        """(line, the line with its key that wins) for every line of ``stage`` a later line
+        with the same key replaces: what the dedupe removes."""
+        return (f"SELECT stage.jc_line, d.jc_last FROM stage JOIN {self._repeated_sql()} ON "
+                f"{self._same_key_sql()} WHERE stage.jc_line < d.jc_last")
 
     # ---- filling: staged lines -> validated stage -----------------------------------------
     def fill(self, store: Store, batches: list[Batch], result: Any
@@ -408,7 +466,8 @@ class Session:
 
     def merge(self, done: list[Loaded], dropped_keys: str,
               before_commit: Callable[[], None] | None = None) -> None:
-        """Merge ``stage`` into the target and record ``done`` in one transaction.
+        """Merge ``stage`` into the target and record ``done`` in one transaction; the
+        lines the dedupe removed are counted into ``done`` first (``count_replaced``).
 
         Raises ``AlreadyLoaded`` (rolling back) if another loader recorded any of them first;
         ``before_commit`` (the table lock's ownership check) may raise to roll back too.
