@@ -196,6 +196,12 @@ class S3Store(Store):
         tmp.seek(0)
         return tmp
 
+    def stat(self, key: str) -> tuple[int, str]:
+        """An object's size and ETag (a HEAD request: the bytes are not read)."""
+        with self._errors(f"checking {key}"):
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        return int(head["ContentLength"]), str(head.get("ETag", "")).strip('"')
+
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 

@@ -19,11 +19,14 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 from conftest import Workspace, create_table, http_server, warehouse_rows
+from test_redshift import rs  # noqa: F401 - the Redshift stand-in fixture
 
+from jankycron.config import Settings
 from jankycron.discovery import discover
-from jankycron.runner import Context, run_job
+from jankycron.runner import Context, load_tables, run_job
 from jankycron.staging import read_manifest
 from jankycron.store import Store, open_store
+from jankycron.web import create_app
 
 RECORDS = 3000
 DAY, OTHER_DAY = date(2026, 11, 20), date(2026, 11, 21)
@@ -195,6 +198,14 @@ def test_a_damaged_batch_is_quarantined_and_the_others_load(ws: Workspace, hook:
     assert alert["event"] == "batch_corrupt" and alert["run_id"] == bad["run_id"]
     assert key in alert["text"] and "orders" in alert["summary"]
 
+    web = create_app(Settings.from_env({**ws.env, "JANKYCRON_LOCK_URL": "off"})).test_client()
+    page = web.get("/loader").get_data(as_text=True)
+    assert "1 quarantined" in page and key in page
+    assert 'jankycron_corrupt_batches{table="orders"} 1.0' in web.get("/metrics").get_data(
+        as_text=True)
+    grid = web.get("/jobs/orders").get_data(as_text=True)
+    assert key in grid  # the failed interval's error
+
     [plan] = ws.cli_json("load", "--dry-run", "orders")
     [q] = plan["quarantined"]
     assert q["run_id"] == bad["run_id"] and key in q["error"]
@@ -210,3 +221,41 @@ def test_a_damaged_batch_is_quarantined_and_the_others_load(ws: Workspace, hook:
     assert plan["quarantined"] == []
     if damage == "outside-the-store" and (ws.path / "x.ndjson.gz").exists():
         assert "x.ndjson.gz" in runs[bad["run_id"]]["error"]
+
+
+# ------------------------------------------------------------------------ Redshift
+RS_DAMAGE = {
+    # The same size, other bytes: only the ETag (the staged MD5) tells.
+    "same-size-garbage": (lambda ws, s, m, p: s.put_bytes(p, os.urandom(len(s.get_bytes(p)))),
+                          "part", "ETag"),
+    "missing-part": (lambda ws, s, m, p: s.delete(p), "part", "missing"),
+    # No recorded sizes or digests: the lines the COPY loaded are counted against the ledger.
+    "old-manifest-short-part": (lambda ws, s, m, p: _old_style(s, m, p), "manifest",
+                                "COPY loaded 2,995 lines"),
+}
+
+
+@pytest.mark.parametrize("damage", list(RS_DAMAGE))
+def test_redshift_quarantines_a_damaged_batch_it_never_reads(rs, damage: str) -> None:  # noqa: F811
+    """Through the Redshift stand-in (tests/redshift_standin.py), whose COPY reads the parts
+    from the S3 emulator itself: the loader checks them with HEAD requests and counts what
+    the COPY loaded."""
+    rs.rows("CREATE TABLE orders (id bigint NOT NULL, name varchar(50))")
+    rs.ws.env["JANKYCRON_PART_SIZE"] = "16KB"
+    rs.ws.write_job("orders", JOB.format(hook="http://127.0.0.1:9/hook", extra="",
+                                         records=RECORDS))
+    bad, ctx = rs.run("orders", DAY, load=False)
+    good, _ = rs.run("orders", OTHER_DAY, load=False)
+    manifest = manifest_of(rs.ws, bad)
+    parts = read_manifest(ctx.store, manifest)
+    spoil, named, says = RS_DAMAGE[damage]
+    spoil(rs.ws, ctx.store, manifest, parts[1])
+    ctx.jobs = None  # no job to alert: the quarantine is logged instead
+    [result] = load_tables(ctx, {"orders": ("id",)})
+    key = manifest if named == "manifest" else parts[1]
+    [reason] = result.quarantined
+    assert key in reason and says in reason
+    assert rs.rows("SELECT count(*) FROM orders") == [(RECORDS,)]
+    assert ctx.ledger.run(bad["run_id"])["status"] == "failed"
+    assert ctx.ledger.run(good["run_id"])["status"] == "success"
+    ctx.close()
