@@ -259,3 +259,26 @@ def test_redshift_quarantines_a_damaged_batch_it_never_reads(rs, damage: str) ->
     assert ctx.ledger.run(bad["run_id"])["status"] == "failed"
     assert ctx.ledger.run(good["run_id"])["status"] == "success"
     ctx.close()
+
+
+def test_a_stream_drain_batch_says_its_source_cannot_be_re_read_and_is_kept(
+        duck_ws: Workspace, hook: Hook) -> None:
+    """A job whose reruns do not replace (a stream drain): a rerun cannot bring the damaged
+    records back, so the error says so, the batch stays quarantined and its objects stay."""
+    ws = duck_ws
+    setup(ws, hook, extra=", rerun_replaces=False")
+    bad = stage(ws, "orders", DAY)
+    store = open_store(ws.settings)
+    manifest = manifest_of(ws, bad)
+    parts = read_manifest(store, manifest)
+    store.put_bytes(parts[0], b"not a gzip at all")
+    out = ws.cli("load")
+    assert out.returncode == 1 and "cannot be re-read" in out.stderr, out.stderr
+    ws.cli("run", "orders", "--date", DAY.isoformat(), "--local", check=True)
+    runs = {r["run_id"]: r for r in ws.cli_json("history")}
+    assert runs[bad["run_id"]]["status"] == "failed"
+    assert "cannot be re-read" in runs[bad["run_id"]]["error"]
+    [plan] = ws.cli_json("load", "--dry-run", "orders")
+    assert [q["run_id"] for q in plan["quarantined"]] == [bad["run_id"]]
+    assert all(store.exists(p) for p in parts) and store.exists(manifest)
+    assert len(hook.posts) == 1
