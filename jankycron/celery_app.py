@@ -346,6 +346,8 @@ class Ops:
             if trigger == Trigger.SCHEDULE and row["status"] in (RunStatus.SUCCESS,
                                                                  RunStatus.SKIPPED):
                 alerts.checkin(job, "ok", check_in)  # only now: the data is loaded
+            elif trigger == Trigger.SCHEDULE and row["status"] == RunStatus.FAILED:
+                alerts.checkin(job, "error", check_in)  # a batch quarantined (alerted)
             return row
         finally:
             ctx.close()

@@ -135,6 +135,11 @@ def _outside(ws: Workspace, store: Store, manifest: str, part: str) -> None:
         url=store.url_root + "/../x.ndjson.gz"))
 
 
+def _move_a_line(doc: dict) -> None:
+    doc["jankycron"]["parts"][1]["lines"] -= 1
+    doc["jankycron"]["parts"][2]["lines"] += 1
+
+
 def _lines(store: Store, part: str) -> list[bytes]:
     return gzip.decompress(store.get_bytes(part)).splitlines(keepends=True)
 
@@ -157,6 +162,12 @@ DAMAGE: dict[str, tuple[Callable[[Workspace, Store, str, str], None], str, str]]
     "outside-the-store": (_outside, "manifest", "outside the store"),
     "old-manifest-short-part": (lambda ws, s, m, p: _old_style(s, m, p), "manifest",
                                 "the ledger recorded 3,000"),
+    "another-root": (lambda ws, s, m, p: _rewrite_manifest(s, m, lambda d: d["entries"][1].update(
+        url="file:///etc/hostname" if s.url_root.startswith("file:") else
+        "s3://another-bucket/x.ndjson.gz")), "manifest", "outside the store"),
+    # The digests match, but the manifest's counts were moved from one part to the next.
+    "manifest-counts-moved": (lambda ws, s, m, p: _rewrite_manifest(s, m, _move_a_line),
+                              "part", "staging wrote"),
 }
 
 
@@ -173,10 +184,14 @@ def test_a_damaged_batch_is_quarantined_and_the_others_load(ws: Workspace, hook:
     assert len(parts) >= 3
     spoil, named, says = DAMAGE[damage]
     spoil(ws, store, manifest, parts[1])
+    key = manifest if named == "manifest" else parts[1]
+    if named == "manifest" and "old" not in damage:  # the plan sees it (not the parts)
+        [plan] = ws.cli_json("load", "--dry-run", "orders")
+        [damaged] = [b for b in plan["batches"] if b["damaged"]]
+        assert damaged["id"].startswith(bad["run_id"]) and key in damaged["damaged"]
 
     out = ws.cli("load")
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
-    key = manifest if named == "manifest" else parts[1]
     [error] = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert key in error and says in error and "1 batch(es) quarantined" in error
     # Nothing of the damaged batch landed; the table's other batch and the other table did.
@@ -282,3 +297,37 @@ def test_a_stream_drain_batch_says_its_source_cannot_be_re_read_and_is_kept(
     assert [q["run_id"] for q in plan["quarantined"]] == [bad["run_id"]]
     assert all(store.exists(p) for p in parts) and store.exists(manifest)
     assert len(hook.posts) == 1
+
+
+SELF_HARM = '''
+import os
+from pathlib import Path
+from jankycron import job
+from jankycron.staging import batch_prefix
+
+@job(schedule="0 3 * * *", table="orders", key="id", alert=["{hook}"])
+def orders(run):
+    for i in range(3000):
+        if i == 2500:  # the first part is in the store by now: damage it, as a disk might
+            root = Path(os.environ["JANKYCRON_STORE_URL"][len("file://"):])
+            prefix = batch_prefix("orders", "orders", run.interval, run.run_id)
+            (root / prefix / "part-00001.ndjson.gz").write_bytes(b"not a gzip")
+        yield {{"id": i, "name": f"order {{i:040d}}"}}
+'''
+
+
+def test_a_run_whose_own_batch_is_damaged_fails_naming_the_object(duck_ws: Workspace,
+                                                                   hook: Hook) -> None:
+    """``run --local`` stages and loads in one go: a part damaged in between is caught, the
+    run fails (exit 1, one line), nothing of it lands."""
+    ws = duck_ws
+    setup(ws, hook)
+    ws.write_job("orders", SELF_HARM.format(hook=hook.url))
+    out = ws.cli("run", "orders", "--date", DAY.isoformat(), "--local")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    [error] = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert "part-00001.ndjson.gz" in error and "staging wrote" in error
+    assert warehouse_rows(ws, "SELECT count(*) FROM orders") == [(0,)]
+    [run] = ws.cli_json("history")
+    assert run["status"] == "failed" and run["rows_loaded"] == 0
+    assert [p["event"] for p in hook.posts] == ["batch_corrupt"]
