@@ -454,7 +454,10 @@ class Verified:
             raise self._fail(f"not a valid gzip ({str(e)[:80]})") from None
 
     def read(self, size: int = -1) -> bytes:
-        return self._guard(self._gz.read, size)
+        data = self._guard(self._gz.read, size)
+        if size is None or size < 0:  # all of it: the end is reached too
+            self._got(b"")
+        return data
 
     def readline(self, size: int = -1) -> bytes:
         return self._guard(self._gz.readline, size)
