@@ -24,7 +24,7 @@ from test_redshift import rs  # noqa: F401 - the Redshift stand-in fixture
 from jankycron.config import Settings
 from jankycron.discovery import discover
 from jankycron.runner import Context, load_tables, run_job
-from jankycron.staging import read_manifest
+from jankycron.staging import keys_of, read_manifest
 from jankycron.store import Store, open_store
 from jankycron.web import create_app
 
@@ -331,3 +331,39 @@ def test_a_run_whose_own_batch_is_damaged_fails_naming_the_object(duck_ws: Works
     [run] = ws.cli_json("history")
     assert run["status"] == "failed" and run["rows_loaded"] == 0
     assert [p["event"] for p in hook.posts] == ["batch_corrupt"]
+
+
+def _strip_checks(doc: dict) -> None:
+    doc.pop("jankycron")
+    for e in doc["entries"]:
+        e.pop("meta")
+
+
+def test_a_batch_staged_before_the_checks_still_loads(ws: Workspace, hook: Hook) -> None:
+    """A manifest without counts or digests (staged by an older jankycron) loads as before."""
+    setup(ws, hook)
+    run = stage(ws, "orders", DAY)
+    store = open_store(ws.settings)
+    manifest = manifest_of(ws, run)
+    _rewrite_manifest(store, manifest, _strip_checks)
+    assert "jankycron" not in json.loads(store.get_bytes(manifest))
+    ws.cli("load", check=True)
+    assert warehouse_rows(ws, "SELECT count(*) FROM orders") == [(RECORDS,)]
+    [row] = ws.cli_json("history")
+    assert (row["status"], row["rows_loaded"]) == ("success", RECORDS)
+    assert hook.posts == []
+
+
+def test_a_damaged_key_file_only_sends_the_load_the_validated_way(pg_ws: Workspace,
+                                                                  hook: Hook) -> None:
+    """Key files (PostgreSQL's direct loads) are not part of the batch: the validated load
+    does not read them, so a damaged one is no reason to quarantine."""
+    ws = pg_ws
+    setup(ws, hook)
+    run = stage(ws, "orders", DAY)
+    store = open_store(ws.settings)
+    part = read_manifest(store, manifest_of(ws, run))[1]
+    store.put_bytes(keys_of(part), store.get_bytes(keys_of(part))[:-30])  # truncated
+    ws.cli("load", check=True)
+    assert warehouse_rows(ws, "SELECT count(*) FROM orders") == [(RECORDS,)]
+    assert hook.posts == []
