@@ -224,7 +224,7 @@ def _run_fields(run: dict) -> tuple[str, str, str]:
 class Alert:
     """One thing to tell people about a job; rendered per route."""
 
-    event: str  # run_failed | run_lost | run_missed
+    event: str  # run_failed | run_lost | run_missed | batch_corrupt
     job: Any
     summary: str  # one line, e.g. "failed: KeyError: 'id'"
     run: dict | None = None
@@ -285,6 +285,13 @@ class Alerts:
         """A run's worker stopped heartbeating (killed, OOM, host lost)."""
         self._send(Alert("run_lost", job, f"run lost: {self._first_line(detail)}", run,
                          detail=self._bounded(detail)))
+
+    def batch_corrupt(self, job, run: dict, table: str, reason: str) -> None:
+        """A staged batch of the run is damaged and was quarantined (load.Loader); sent once,
+        when the loader marks it. Never held back by the maintenance window."""
+        self._send(Alert("batch_corrupt", job,
+                         f"batch for table {table} quarantined: {self._first_line(reason)}",
+                         run, detail=self._bounded(reason)))
 
     def run_missed(self, job, last_success: datetime | None, expected_by: datetime,
                    interval: Any = None) -> None:

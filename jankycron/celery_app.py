@@ -310,7 +310,7 @@ class Ops:
              locked: bool) -> dict[str, Any]:
         attempt, run_id, trigger = kwargs["attempt"], kwargs["run_id"], kwargs["trigger"]
         alerts = make_alerts(self.settings)
-        ctx = Context(self.settings)
+        ctx = Context(self.settings, jobs=self._job, alerts=lambda: make_alerts(self.settings))
         try:
             if locked:
                 self._poison_check(ctx, job, task.request.id, alerts)
@@ -356,6 +356,8 @@ class Ops:
             if trigger == Trigger.SCHEDULE and row["status"] in (RunStatus.SUCCESS,
                                                                  RunStatus.SKIPPED):
                 alerts.checkin(job, "ok", check_in)  # only now: the data is loaded
+            elif trigger == Trigger.SCHEDULE and row["status"] == RunStatus.FAILED:
+                alerts.checkin(job, "error", check_in)  # a batch quarantined (alerted)
             return row
         finally:
             ctx.close()
@@ -383,6 +385,10 @@ class Ops:
             alerts.run_failed(job, row, error)
             raise RunFailed(f"job {job.name} failed: {error}")
 
+    def _job(self, name: str) -> Job | None:
+        """The registered job of that name, or None (for the loader's quarantine alerts)."""
+        return self.registry.get(name) if name in self.registry else None
+
     def fire(self, job: str) -> None:
         if job not in self.registry:
             log.warning("beat fired unknown job %s; restart beat after changing jobs/", job)
@@ -399,7 +405,7 @@ class Ops:
         tables = self.registry.tables()
         if table not in tables:
             raise RunFailed(f"no job feeds table {table!r}")
-        ctx = Context(self.settings)
+        ctx = Context(self.settings, jobs=self._job, alerts=lambda: make_alerts(self.settings))
         try:
             todo = {table: tables[table]}
             if not ctx.ledger.pending_batches(table):

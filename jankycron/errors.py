@@ -68,6 +68,21 @@ class LedgerUnavailable(TransientError):
     (``Ledger._errors``)."""
 
 
+class ObjectMissing(StoreError):
+    """The store answered, but has no object under that key."""
+
+
+class CorruptBatch(TerminalError):
+    """A staged batch that cannot be loaded as staged: a part or its manifest is missing,
+    unreadable, outside the store, or not what staging recorded (line count, digest). The
+    loader quarantines the batch (``BatchStatus.CORRUPT``) and loads the others. The message
+    names the object key and what is wrong; ``batch_id`` is set by the reader that knows it."""
+
+    def __init__(self, key: str, problem: str, batch_id: str | None = None):
+        super().__init__(f"damaged staged object {key}: {problem}")
+        self.key, self.problem, self.batch_id = key, problem, batch_id
+
+
 class WarehouseError(JankycronError):
     """The warehouse refused a statement for a reason that retrying will not fix."""
 

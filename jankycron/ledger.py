@@ -6,6 +6,11 @@ as ISO 8601 UTC text (``2026-11-25T04:00:00Z``), which sorts and reads the same 
 A batch is pending until the loader has merged it (``loaded``) or a newer batch of the same
 job, interval and table replaced it (``superseded``). A run's row counts are the sum of its
 batches', so a run whose load failed shows ``staged`` until a later load finishes it.
+
+A batch whose staged objects are damaged is ``corrupt`` (quarantined, with the reason in its
+``error``): no longer pending, and its run ``failed`` with that reason once none of its batches
+is pending. A newer batch of the same job, interval and table that loads supersedes it (unless
+the job's reruns do not replace), and the run becomes ``superseded``, keeping the reason.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class BatchStatus:
     PENDING = "pending"
     LOADED = "loaded"
     SUPERSEDED = "superseded"
+    CORRUPT = "corrupt"  # quarantined: a staged object is damaged (the batch's error says how)
 
 
 SCHEMA = [
@@ -93,6 +99,7 @@ COLUMNS = [
     # rows_loaded + rows_rejected + rows_replaced (0 for rows loaded before it was counted)
     ("jc_batches", "rows_replaced", "INTEGER NOT NULL DEFAULT 0"),
     ("jc_runs", "rows_replaced", "INTEGER NOT NULL DEFAULT 0"),
+    ("jc_batches", "error", "TEXT"),  # why the batch is corrupt (kept once superseded)
 ]
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS jc_runs_task ON jc_runs (task_id)",
@@ -533,6 +540,30 @@ class Ledger:
             for r in rows
         ]
 
+    def batch_corrupt(self, batch_id: str, error: str) -> bool:
+        """Quarantine a pending batch (``corrupt``, with why) and roll its run up; False if it
+        was no longer pending (another loader got there first: it reports, not us)."""
+        at = now()
+        with self.transaction() as cur:
+            cur.execute("UPDATE jc_batches SET status = ?, error = ?, loaded_at = ? WHERE id = ? "
+                        "AND status = ?", (BatchStatus.CORRUPT, error[:2000], at, batch_id,
+                                           BatchStatus.PENDING))
+            if cur.rowcount != 1:
+                return False
+            self._roll_up(cur, batch_id.rsplit(".", 1)[0], at)
+        return True
+
+    def corrupt_batches(self, table: str | None = None) -> list[dict[str, Any]]:
+        """Quarantined batches (not yet superseded by a rerun), oldest interval first."""
+        where, args = ("AND table_name = ?", [table]) if table else ("", [])
+        rows = self._rows(f"SELECT * FROM jc_batches WHERE status = ? {where} "
+                          "ORDER BY table_name, interval_start, id",
+                          (BatchStatus.CORRUPT, *args))
+        return [{"id": r["id"], "run_id": r["run_id"], "job": r["job"],
+                 "table": r["table_name"], "start": r["interval_start"],
+                 "end": r["interval_end"], "rows": r["rows"],
+                 "manifest_key": r["manifest_key"], "error": r["error"]} for r in rows]
+
     def batch_statuses(self, run_id: str) -> set[str]:
         """The statuses of a run's batches (empty: the run staged none, or is unknown)."""
         return {r["status"] for r in self._rows("SELECT status FROM jc_batches WHERE run_id = ?",
@@ -545,6 +576,7 @@ class Ledger:
         replaced by a later line of the batch with the same key; 0 if left out]).
         """
         at = now()
+        replaced: set[str] = set()  # runs of quarantined batches superseded here
         with self.transaction() as cur:
             for bid, (status, loaded, rejected, dropped, *more) in outcomes.items():
                 cur.execute(
@@ -554,6 +586,19 @@ class Ledger:
                      more[0] if more else 0, bid),
                 )
                 if status == BatchStatus.LOADED:
+                    # Older quarantined batches of the interval: this rerun replaces them.
+                    cur.execute(
+                        "SELECT o.id FROM jc_batches o JOIN jc_batches b ON o.job = b.job AND "
+                        "o.table_name = b.table_name AND o.interval_start = b.interval_start "
+                        "AND o.interval_end = b.interval_end AND o.id < b.id WHERE b.id = ? "
+                        "AND o.status = ? AND (o.replaces IS NULL OR o.replaces <> 0) "
+                        "AND substr(b.manifest_key, 1, ?) <> ? "
+                        "AND (b.replaces IS NULL OR b.replaces <> 0)",
+                        (bid, BatchStatus.CORRUPT, len(REPLAY_PREFIX), REPLAY_PREFIX))
+                    for (old,) in cur.fetchall():
+                        cur.execute("UPDATE jc_batches SET status = ? WHERE id = ?",
+                                    (BatchStatus.SUPERSEDED, old))
+                        replaced.add(old.rsplit(".", 1)[0])
                     # A rerun's dead letters replace those of older runs of the same interval:
                     # the same bad record is listed once, from the newest extraction.
                     cur.execute(
@@ -564,13 +609,13 @@ class Ledger:
                         "WHERE b.id = ? AND substr(b.manifest_key, 1, ?) <> ? "
                         "AND (b.replaces IS NULL OR b.replaces <> 0))",
                         (bid, len(REPLAY_PREFIX), REPLAY_PREFIX))
-            run_ids = {bid.rsplit(".", 1)[0] for bid in outcomes}
+            run_ids = {bid.rsplit(".", 1)[0] for bid in outcomes} | replaced
             for run_id in sorted(run_ids):
                 self._roll_up(cur, run_id, at)
 
     def _roll_up(self, cur: _Cursor, run_id: str, at: str) -> None:
-        cur.execute("SELECT status, rows_loaded, rows_rejected, dropped_keys, rows_replaced "
-                    "FROM jc_batches WHERE run_id = ?", (run_id,))
+        cur.execute("SELECT status, rows_loaded, rows_rejected, dropped_keys, rows_replaced, "
+                    "error FROM jc_batches WHERE run_id = ?", (run_id,))
         batches = cur.fetchall()
         cur.execute("SELECT COUNT(*) FROM jc_deadletters WHERE run_id = ? AND phase = 'stage'",
                     (run_id,))
@@ -583,15 +628,27 @@ class Ledger:
             for k, n in json.loads(b[3] or "{}").items():
                 dropped[k] = dropped.get(k, 0) + n
         statuses = {b[0] for b in batches}
+        # A quarantined batch (corrupt, or corrupt and since superseded) says why in its error.
+        damaged = sorted(b[5] for b in batches if b[5])
+        error = damaged[0] if damaged else None
         if BatchStatus.PENDING in statuses:
+            if BatchStatus.CORRUPT in statuses:  # staged still; shown as soon as known
+                cur.execute("UPDATE jc_runs SET error = ? WHERE id = ? AND status = ?",
+                            (error, run_id, RunStatus.STAGED))
             return
-        status = RunStatus.SUPERSEDED if statuses == {BatchStatus.SUPERSEDED} else \
-            RunStatus.SUCCESS
+        if BatchStatus.CORRUPT in statuses:
+            status = RunStatus.FAILED
+        elif statuses == {BatchStatus.SUPERSEDED} or damaged:
+            status = RunStatus.SUPERSEDED
+        else:
+            status = RunStatus.SUCCESS
+        # A run failed by a quarantined batch is rolled up again once a rerun supersedes it.
         cur.execute(
             "UPDATE jc_runs SET status = ?, rows_loaded = ?, rows_rejected = ?, dropped_keys = ?,"
-            " rows_replaced = ?, finished_at = ?, error = NULL WHERE id = ? AND status = ?",
-            (status, loaded, rejected, json.dumps(dropped, sort_keys=True), replaced, at, run_id,
-             RunStatus.STAGED),
+            " rows_replaced = ?, finished_at = ?, error = ? WHERE id = ?"
+            " AND (status = ? OR (status = ? AND ?))",
+            (status, loaded, rejected, json.dumps(dropped, sort_keys=True), replaced, at, error,
+             run_id, RunStatus.STAGED, RunStatus.FAILED, bool(damaged)),
         )
 
     # ---------------------------------------------------------------- dead letters
@@ -653,6 +710,10 @@ class _Cursor:
 
     def fetchone(self) -> tuple:
         return self._cur.fetchone()
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
 
 
 # SQLite's primary result codes for a ledger that cannot be used now (others are SQL errors):

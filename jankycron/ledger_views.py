@@ -36,12 +36,14 @@ def table_queues(ledger: Ledger) -> dict[str, dict[str, Any]]:
             "SELECT table_name, SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END) AS "
             "pending, SUM(CASE WHEN status = 'pending' THEN rows ELSE 0 END) AS pending_rows,"
             " MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest_pending, "
-            "MAX(CASE WHEN status = 'loaded' THEN loaded_at END) AS last_load "
+            "MAX(CASE WHEN status = 'loaded' THEN loaded_at END) AS last_load, "
+            "SUM(CASE WHEN status = 'corrupt' THEN 1 ELSE 0 END) AS corrupt "
             "FROM jc_batches GROUP BY table_name"):
         out[r["table_name"]] = {"pending": int(r["pending"] or 0),
                                 "pending_rows": int(r["pending_rows"] or 0),
                                 "oldest_pending": r["oldest_pending"],
                                 "last_load": r["last_load"], "failures": 0,
+                                "corrupt": int(r["corrupt"] or 0),
                                 "last_failure_at": None, "last_error": None}
     for r in ledger._rows("SELECT * FROM jc_table_state"):
         out.setdefault(r["table_name"], {"pending": 0, "pending_rows": 0,
@@ -57,6 +59,13 @@ def pending_batch_list(ledger: Ledger, limit: int = 500) -> list[dict[str, Any]]
         "SELECT table_name AS table_name, job, run_id, interval_start, interval_end, rows, "
         "created_at FROM jc_batches WHERE status = ? ORDER BY table_name, interval_start, id "
         "LIMIT ?", (BatchStatus.PENDING, limit))
+
+def corrupt_batch_list(ledger: Ledger, limit: int = 500) -> list[dict[str, Any]]:
+    """Quarantined batches (``corrupt``, not yet superseded by a rerun) and why."""
+    return ledger._rows(
+        "SELECT table_name AS table_name, job, run_id, interval_start, interval_end, rows, "
+        "error FROM jc_batches WHERE status = ? ORDER BY table_name, interval_start, id "
+        "LIMIT ?", (BatchStatus.CORRUPT, limit))
 
 def deadletter_reasons(ledger: Ledger, limit: int = 1000) -> list[dict[str, Any]]:
     """Open dead letters counted per table, job and reason (never the records), the most

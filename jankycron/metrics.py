@@ -16,6 +16,7 @@ ledger keeps every run and batch.
 | ``jankycron_load_latency_seconds`` (histogram) | table | batch staged -> merged |
 | ``jankycron_pending_batches`` / ``_pending_rows`` | table | batches waiting for a load |
 | ``jankycron_oldest_pending_batch_timestamp_seconds`` | table | when the oldest was staged |
+| ``jankycron_corrupt_batches`` | table | quarantined batches (damaged objects), not superseded |
 | ``jankycron_ledger_up`` | | 1 when the ledger answered this scrape |
 
 Worker and beat processes can also serve their own process metrics (``start_worker_metrics``)
@@ -168,8 +169,12 @@ def _families(ledger: Ledger) -> Iterator[Metric]:
         "SUM(rows_replaced) AS replaced, "
         "SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END) AS pending, "
         "SUM(CASE WHEN status = 'pending' THEN rows ELSE 0 END) AS pending_rows, "
-        "MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest "
+        "MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest, "
+        "SUM(CASE WHEN status = 'corrupt' THEN 1 ELSE 0 END) AS corrupt "
         "FROM jc_batches GROUP BY table_name")
+    corrupt = GaugeMetricFamily("jankycron_corrupt_batches",
+                                "quarantined batches: a staged object is damaged (until a rerun "
+                                "of the interval supersedes them)", labels=["table"])
     for table in sorted({r["table_name"] for r in rows} | set(stage_rejects)):
         r = next((x for x in rows if x["table_name"] == table), {})
         loaded.add_metric([table], int(r.get("loaded") or 0))
@@ -177,9 +182,10 @@ def _families(ledger: Ledger) -> Iterator[Metric]:
         replaced.add_metric([table], int(r.get("replaced") or 0))
         pending.add_metric([table], int(r.get("pending") or 0))
         pending_rows.add_metric([table], int(r.get("pending_rows") or 0))
+        corrupt.add_metric([table], int(r.get("corrupt") or 0))
         if r.get("oldest"):
             oldest.add_metric([table], parse_fmt(r["oldest"]).timestamp())
-    yield from (loaded, rejected, replaced, pending, pending_rows, oldest)
+    yield from (loaded, rejected, replaced, pending, pending_rows, oldest, corrupt)
 
     yield _histogram(ledger, "jankycron_load_latency_seconds",
                      "loaded batches, from staged to merged into the table (seconds)", ["table"],

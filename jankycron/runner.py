@@ -39,7 +39,7 @@ from .errors import (
     line_in,
 )
 from .job import Job, Routed, Run
-from .ledger import REPLAY_PREFIX, DeadLetter, Ledger, RunStatus
+from .ledger import REPLAY_PREFIX, Batch, DeadLetter, Ledger, RunStatus
 from .load import Loader, LoadResult, Prefill, open_warehouse
 from .load.warehouse import Warehouse
 from .schedule import Interval, fmt, parse_fmt
@@ -54,11 +54,17 @@ ALERTED_BY_CALLER = "jankycron_alerted_by_caller"
 
 
 class Context:
-    """The connections a run needs, opened on first use and closed together."""
+    """The connections a run needs, opened on first use and closed together.
 
-    def __init__(self, settings: Settings, progress: Callable[[str], None] | None = None):
+    ``jobs`` finds a job by name and ``alerts`` makes the alert sender (``alerts.Alerts``):
+    with ``jobs``, a batch the loader quarantines is alerted to its job's routes."""
+
+    def __init__(self, settings: Settings, progress: Callable[[str], None] | None = None,
+                 jobs: Callable[[str], Job | None] | None = None,
+                 alerts: Callable[[], Any] | None = None):
         self.settings = settings
         self.progress = progress or (lambda msg: log.info("%s", msg))
+        self.jobs, self.alerts = jobs, alerts
 
     @cached_property
     def ledger(self) -> Ledger:
@@ -80,7 +86,21 @@ class Context:
 
             locks = RedisLocks(self.settings.lock_url, wait=self.settings.lock_wait)
         return Loader(self.settings, self.ledger, self.store, self.warehouse, self.progress,
-                      locks)
+                      locks, on_corrupt=self._alert_corrupt)
+
+    def _alert_corrupt(self, batch: Batch, reason: str) -> None:
+        job = self.jobs(batch.job) if self.jobs else None
+        if job is None:
+            log.warning("batch %s quarantined (no job %s to alert): %s", batch.id, batch.job,
+                        reason)
+            return
+        if self.alerts:
+            sender = self.alerts()
+        else:
+            from .alerts import Alerts  # noqa: PLC0415 - alerts imports this module
+
+            sender = Alerts(self.settings)
+        sender.batch_corrupt(job, self.ledger.run(batch.run_id), batch.table, reason)
 
     def close(self) -> None:
         for name in ("warehouse", "ledger"):

@@ -10,6 +10,21 @@ sortable id, so a retry of the same run rewrites the same keys and a rerun of th
 writes beside the older batch instead of over a batch a loader may be reading. The manifest is
 Redshift's COPY manifest format and is written last: no manifest, no batch.
 
+Each manifest entry also carries the part's size (``meta.content_length``, as Redshift
+defines it), and a ``jankycron`` section records, per part in entry order, its line count and
+the SHA-256 and MD5 of its (compressed) bytes, plus the batch's total lines::
+
+    {"entries": [{"url": "s3://b/p/staging/.../part-00001.ndjson.gz", "mandatory": true,
+                  "meta": {"content_length": 81234}}],
+     "jankycron": {"rows": 3000, "parts": [{"lines": 3000, "sha256": "…", "md5": "…"}]}}
+
+Every reader of a part goes through ``open_part`` with its ``Part``: the bytes are hashed
+before the first line is used, the decompressed lines counted, and anything that differs
+(or a missing object, a truncated or corrupt gzip, a manifest that is missing, unparsable or
+lists a URL outside the store) raises ``CorruptBatch`` naming the object key. Manifests
+staged before these checks existed have none: their parts are read as they are, and the
+loader compares the lines it read with the ledger's count.
+
 Given the table's merge key, each part also gets a *key file* beside it
 (``part-00001.keys.gz``): one line per record, the record's key values as JSON separated by
 commas (``123`` or ``"eu",42``; ``null`` for a missing one). The PostgreSQL loader reads it to
@@ -33,12 +48,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gzip
+import hashlib
 import json
 import logging
 import os
 import re
 import tempfile
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,9 +64,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import StoreError
+from .errors import CorruptBatch, ObjectMissing
 from .schedule import Interval
-from .store import Store
+from .store import Store, unsafe_key
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +206,18 @@ def split_seq(line: bytes) -> tuple[bytes, str | None]:
     return head + b"}", m.group(1).decode()
 
 
+@dataclass(frozen=True)
+class Part:
+    """A part a manifest lists, with what staging recorded of it (None: a manifest written
+    before these checks existed)."""
+
+    key: str
+    lines: int | None = None
+    size: int | None = None  # bytes in the store (gzipped)
+    sha256: str | None = None  # of the gzipped bytes
+    md5: str | None = None  # of the gzipped bytes (a single PUT's S3 ETag)
+
+
 @dataclass
 class StagedBatch:
     """What a closed writer left in the store."""
@@ -199,6 +228,7 @@ class StagedBatch:
     rows: int
     parts: list[str]
     key_counts: dict[str, int] = field(default_factory=dict)  # how many records had each key
+    checks: list[Part] = field(default_factory=list)  # each part's lines and digests
 
 
 class BatchWriter:
@@ -220,6 +250,8 @@ class BatchWriter:
         self._key = key  # with a merge key, each part gets its key file (module docstring)
         self.rows = 0
         self.parts: list[str] = []
+        self.checks: list[Part] = []
+        self._lines = 0  # lines in the part being written
         self._keysets: Counter[tuple[str, ...]] = Counter()
         self._buf: list[bytes] = []
         self._kbuf: list[str] = []
@@ -273,6 +305,7 @@ class BatchWriter:
             if keys is not None:
                 self._ktmp, self._kgz = _gz_temp("jankycron-keys-")
         self._gz.write(data)
+        self._lines += data.count(b"\n")
         if self._kgz is not None and keys is not None:
             self._kgz.write(keys)
         if rotate:
@@ -285,10 +318,12 @@ class BatchWriter:
             # The key file goes first: a part without one still loads (the validated way).
             if self._kgz is not None and self._ktmp is not None:
                 self._upload(keys_of(key), self._kgz, self._ktmp)
-            self._upload(key, self._gz, self._tmp)
+            size, sha256, md5 = self._upload(key, self._gz, self._tmp)
         finally:
             self._discard()
         self.parts.append(key)
+        self.checks.append(Part(key, self._lines, size, sha256, md5))
+        self._lines = 0
         log.debug("staged %s", key)
         if self.on_part:
             self.on_part(key)
@@ -302,19 +337,28 @@ class BatchWriter:
         if self._gz is not None:
             self._upload_part()
         manifest_key = f"{self.prefix}/manifest.json"
-        manifest = {"entries": [{"url": self.store.url(k), "mandatory": True} for k in self.parts]}
+        manifest = {
+            "entries": [{"url": self.store.url(p.key), "mandatory": True,
+                         "meta": {"content_length": p.size}} for p in self.checks],
+            "jankycron": {"rows": self.rows,
+                          "parts": [{"lines": p.lines, "sha256": p.sha256, "md5": p.md5}
+                                    for p in self.checks]},
+        }
         self.store.put_bytes(manifest_key, json.dumps(manifest, indent=1).encode())
         key_counts: Counter[str] = Counter()
         for keys, n in self._keysets.items():
             for k in keys:
                 key_counts[k] += n
         return StagedBatch(self.table, self.prefix, manifest_key, self.rows, self.parts,
-                           dict(key_counts))
+                           dict(key_counts), list(self.checks))
 
-    def _upload(self, key: str, gz: gzip.GzipFile, tmp: IO[bytes]) -> None:
+    def _upload(self, key: str, gz: gzip.GzipFile, tmp: IO[bytes]) -> tuple[int, str, str]:
+        """Upload a finished temporary file; its size, SHA-256 and MD5."""
         gz.close()
         tmp.close()
+        sha256, md5, size = _digests(Path(tmp.name))
         self.store.put_file(key, Path(tmp.name))
+        return size, sha256, md5
 
     def _discard(self) -> None:
         """Close and delete the temporary files of the part being written."""
@@ -344,22 +388,147 @@ def _key_line(record: dict, key: tuple[str, ...]) -> str:
     return _dumps([record.get(k) for k in key])[1:-1] + "\n"
 
 
-def read_manifest(store: Store, manifest_key: str) -> list[str]:
-    """The part keys a manifest lists, in order."""
-    doc = json.loads(store.get_bytes(manifest_key))
+def _digests(path: Path) -> tuple[str, str, int]:
+    sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha256.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+    return sha256.hexdigest(), md5.hexdigest(), size
+
+
+def read_parts(store: Store, manifest_key: str) -> list[Part]:
+    """The parts a manifest lists, in order, with their recorded checks; ``CorruptBatch`` for a
+    manifest that is missing, unparsable, or lists an object outside the store."""
+    try:
+        data = store.get_bytes(manifest_key)
+    except ObjectMissing:
+        raise CorruptBatch(manifest_key, "the manifest is missing") from None
+    try:
+        doc = json.loads(data)
+        entries = doc["entries"]
+        urls = [e["url"] for e in entries]
+        if not all(isinstance(u, str) for u in urls):
+            raise TypeError("an entry's url is not a string")
+        ours = doc.get("jankycron")
+        checks = ours["parts"] if ours is not None else [{}] * len(urls)
+        if len(checks) != len(urls):
+            raise ValueError(f"{len(urls)} entries but {len(checks)} part checks")
+        parts = []
+        for url, entry, check in zip(urls, entries, checks, strict=True):
+            size = (entry.get("meta") or {}).get("content_length")
+            parts.append((url, check.get("lines"), size, check.get("sha256"), check.get("md5")))
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CorruptBatch(manifest_key, "the manifest is not a valid manifest "
+                           f"({type(e).__name__})") from None
     root = store.url_root + "/"
-    keys = []
-    for entry in doc["entries"]:
-        url = entry["url"]
-        if not url.startswith(root):
-            raise StoreError(f"manifest {manifest_key} lists {url}, outside {store.url_root}")
-        keys.append(url[len(root):])
-    return keys
+    out = []
+    for url, lines, size, sha256, md5 in parts:
+        key = url[len(root):] if url.startswith(root) else ""
+        why = unsafe_key(key) if key else "is under another root"
+        if why:
+            raise CorruptBatch(manifest_key, f"the manifest lists {url[:200]!r}, outside the "
+                               f"store {store.url_root} (the key {why}): refused")
+        out.append(Part(key, lines, size, sha256, md5))
+    return out
+
+
+def read_manifest(store: Store, manifest_key: str) -> list[str]:
+    """The part keys a manifest lists, in order (``read_parts`` without the checks)."""
+    return [p.key for p in read_parts(store, manifest_key)]
 
 
 @contextlib.contextmanager
-def open_part(store: Store, key: str) -> Iterator[IO[bytes]]:
-    """A staged part as a stream of decompressed NDJSON."""
-    with store.open(key) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-        yield gz
+def of_batch(batch_id: str) -> Iterator[None]:
+    """A ``CorruptBatch`` raised inside names ``batch_id`` as the damaged batch."""
+    try:
+        yield
+    except CorruptBatch as e:
+        if e.batch_id is None:
+            e.batch_id = batch_id
+        raise
+
+
+class Verified:
+    """A part's decompressed NDJSON, checked against its ``Part`` (module docstring): its
+    bytes' digest before the first read, its line count at the end (the first read that
+    returns nothing). Raises ``CorruptBatch``; a consumer that hides the exception (psycopg2's
+    COPY reports it as a cancelled COPY) finds it in ``error``. ``lines`` and ``sha256`` are
+    what was read (``Prefill`` compares them with the manifest)."""
+
+    def __init__(self, gz: gzip.GzipFile, part: Part, sha256: str):
+        self._gz, self.part, self.sha256 = gz, part, sha256
+        self.lines = 0
+        self.error: CorruptBatch | None = None
+        self._ended = False
+        self._last = b"\n"
+
+    def _fail(self, problem: str) -> CorruptBatch:
+        self.error = CorruptBatch(self.part.key, problem)
+        return self.error
+
+    def _got(self, data: bytes) -> bytes:
+        if data:
+            self.lines += data.count(b"\n")
+            self._last = data[-1:]
+        elif not self._ended:
+            self._ended = True
+            if self._last != b"\n":
+                self.lines += 1  # a last line without its newline
+            want = self.part.lines
+            if want is not None and self.lines != want:
+                raise self._fail(f"it holds {self.lines:,} lines, staging wrote {want:,}")
+        return data
+
+    def _guard(self, read: Callable[[int], bytes], size: int) -> bytes:
+        if self.error is not None:
+            raise self.error
+        try:
+            return self._got(read(size))
+        except EOFError:
+            raise self._fail("a truncated gzip (it ends before its end-of-stream marker)") \
+                from None
+        except (gzip.BadGzipFile, zlib.error) as e:
+            raise self._fail(f"not a valid gzip ({str(e)[:80]})") from None
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._guard(self._gz.read, size)
+        if size is None or size < 0:  # all of it: the end is reached too
+            self._got(b"")
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._guard(self._gz.readline, size)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+
+@contextlib.contextmanager
+def open_part(store: Store, part: Part | str) -> Iterator[Verified]:
+    """A staged part as a stream of decompressed NDJSON, checked against ``part`` (a key
+    alone: only that it is a whole gzip). Raises ``CorruptBatch`` (see ``Verified``)."""
+    if isinstance(part, str):
+        part = Part(part)
+    try:
+        raw = store.open(part.key)
+    except ObjectMissing:
+        raise CorruptBatch(part.key, "the part is missing from the store") from None
+    with raw:
+        sha256, size = hashlib.sha256(), 0
+        while chunk := raw.read(1 << 20):
+            sha256.update(chunk)
+            size += len(chunk)
+        digest = sha256.hexdigest()
+        if part.size is not None and size != part.size:
+            raise CorruptBatch(part.key, f"it is {size:,} bytes, staging wrote {part.size:,}")
+        if part.sha256 is not None and digest != part.sha256:
+            raise CorruptBatch(part.key, "its bytes differ from what staging wrote (SHA-256 "
+                               "mismatch)")
+        raw.seek(0)
+        with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+            yield Verified(gz, part, digest)
 

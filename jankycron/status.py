@@ -478,16 +478,18 @@ def loader_page() -> tuple[str, int]:
     with current_app.extensions["jankycron"].source.ledger() as ledger:
         queues = ledger_views.table_queues(ledger)
         batches = ledger_views.pending_batch_list(ledger)
+        corrupt = ledger_views.corrupt_batch_list(ledger)
         reasons = ledger_views.deadletter_reasons(ledger)
     tables = sorted(set(registry.tables()) | set(queues) | {r["table_name"] for r in reasons})
     holders, lock_problem = state.lock_holders(tables)
     empty = {"pending": 0, "pending_rows": 0, "oldest_pending": None, "last_load": None,
-             "failures": 0, "last_failure_at": None, "last_error": None}
+             "failures": 0, "last_failure_at": None, "last_error": None, "corrupt": 0}
     views = []
     for table in tables:
         letters = [r for r in reasons if r["table_name"] == table]
         views.append({"name": table, **{**empty, **queues.get(table, {})},
                       "holder": holders.get(table), "batches": [
                           b for b in batches if b["table_name"] == table],
+                      "quarantined": [b for b in corrupt if b["table_name"] == table],
                       "reasons": letters, "deadletters": sum(int(r["n"]) for r in letters)})
     return _page("status/loader.html", tables=views, lock_problem=lock_problem)

@@ -16,7 +16,25 @@ from typing import IO
 from urllib.parse import urlsplit
 
 from .config import Settings
-from .errors import ConfigError, StoreError, StoreUnavailable
+from .errors import ConfigError, ObjectMissing, StoreError, StoreUnavailable
+
+
+def unsafe_key(key: str) -> str | None:
+    """Why ``key`` could name an object outside the store (a ``..`` or ``.`` segment, an
+    absolute path, an empty segment, a backslash or NUL), or None for a key inside it."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        return "is not a relative key"
+    if any(seg in ("", ".", "..") for seg in key.split("/")):
+        return "has an empty, '.' or '..' segment"
+    return None
+
+
+def checked(key: str) -> str:
+    """``key``, or StoreError if it could name an object outside the store (``unsafe_key``)."""
+    why = unsafe_key(key)
+    if why:
+        raise StoreError(f"refusing the object key {key[:200]!r}: {why}")
+    return key
 
 
 class Store:
@@ -50,7 +68,7 @@ class LocalStore(Store):
         self.url_root = self.root.as_uri()
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        return self.root / checked(key)
 
     def _ready(self, key: str) -> Path:
         path = self._path(key)
@@ -80,13 +98,13 @@ class LocalStore(Store):
         try:
             return open(self._path(key), "rb")
         except FileNotFoundError:
-            raise StoreError(f"{self.url(key)} is missing from the object store") from None
+            raise ObjectMissing(f"{self.url(key)} is missing from the object store") from None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
-        base = self._path(prefix)
+        base = self.root / prefix  # a prefix, not a key: it may end with "/"
         folder = base if base.is_dir() else base.parent
         if not folder.is_dir():
             return []
@@ -121,6 +139,7 @@ class S3Store(Store):
         )
 
     def _key(self, key: str) -> str:
+        checked(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     @contextlib.contextmanager
@@ -142,7 +161,7 @@ class S3Store(Store):
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             msg = f"object store {self.url_root} refused {what}: {code}"
             if code in ("NoSuchKey", "404"):
-                raise StoreError(f"{what} is missing from the object store") from None
+                raise ObjectMissing(f"{what} is missing from the object store") from None
             if status >= 500 or code in ("SlowDown", "RequestTimeout", "ServiceUnavailable"):
                 raise StoreUnavailable(msg) from None
             raise StoreError(msg) from None
@@ -177,6 +196,12 @@ class S3Store(Store):
         tmp.seek(0)
         return tmp
 
+    def stat(self, key: str) -> tuple[int, str]:
+        """An object's size and ETag (a HEAD request: the bytes are not read)."""
+        with self._errors(f"checking {key}"):
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        return int(head["ContentLength"]), str(head.get("ETag", "")).strip('"')
+
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
@@ -194,7 +219,7 @@ class S3Store(Store):
         cut = len(self.prefix) + 1 if self.prefix else 0
         with self._errors(f"listing {prefix}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._key(prefix)
+                Bucket=self.bucket, Prefix=f"{self.prefix}/{prefix}" if self.prefix else prefix
             )
             for page in pages:
                 keys.extend(o["Key"][cut:] for o in page.get("Contents", []))

@@ -32,12 +32,18 @@ class App:
     def __init__(self, environ: dict[str, str]):
         self.settings = Settings.from_env(environ)
         self._registry: tuple[Registry, list] | None = None
-        self.ctx = Context(self.settings, progress=lambda m: click.echo(m, err=True))
+        self.ctx = Context(self.settings, progress=lambda m: click.echo(m, err=True),
+                           jobs=self._job)
 
     def discovered(self) -> tuple[Registry, list]:
         if self._registry is None:
             self._registry = discover(self.settings.jobs_path)
         return self._registry
+
+    def _job(self, name: str) -> Any:
+        """The discovered job of that name, or None (for the loader's alerts)."""
+        registry = self.discovered()[0]
+        return registry.get(name) if name in registry else None
 
     @cached_property
     def celery(self) -> Any:

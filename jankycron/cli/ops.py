@@ -11,7 +11,7 @@ import click
 
 from .. import migrate as migrations
 from ..config import redact
-from ..errors import ConfigError, JankycronError
+from ..errors import ConfigError, JankycronError, TerminalError
 from ..runner import due_tables, load_tables, replay
 from ..schedule import fmt
 from . import App, _dump, _print_run, _table, cli, command
@@ -116,6 +116,9 @@ def load_cmd(app: App, table: str | None, local: bool, dry_run: bool, as_json: b
         tables = {table: tables[table]}
     pending = {b.table for b in app.ctx.ledger.pending_batches()}
     todo = {t: k for t, k in tables.items() if t in pending}
+    if dry_run:  # tables with quarantined batches too: the plan says which and why
+        shown = pending | {b["table"] for b in app.ctx.ledger.corrupt_batches()}
+        todo = {t: k for t, k in tables.items() if t in shown}
     if due:
         todo, waiting = due_tables(app.ctx, todo)
         for line in waiting:
@@ -131,11 +134,17 @@ def load_cmd(app: App, table: str | None, local: bool, dry_run: bool, as_json: b
         return
     if dry_run:
         return
+    quarantined = []
     for r in load_tables(app.ctx, todo):
         replaced = (f", {r.rows_replaced:,} replaced by a later record with the same key"
                     if r.rows_replaced else "")
         click.echo(f"{r.table}: {r.batches} batch(es), {r.rows_loaded:,} loaded, "
-                   f"{r.rows_rejected:,} dead-lettered{replaced}")
+                   f"{r.rows_rejected:,} dead-lettered{replaced}"
+                   + (f", {len(r.quarantined)} quarantined" if r.quarantined else ""))
+        quarantined += r.quarantined
+    if quarantined:
+        raise TerminalError(f"{len(quarantined)} batch(es) quarantined, not loaded: "
+                            f"{quarantined[0]} (see `jankycron load --dry-run`)")
 
 
 @command(cli, "orphans")
@@ -170,6 +179,12 @@ def _print_plan(plan: dict[str, Any]) -> None:
                    f"{b['parts']} part(s)  {b['manifest']}")
     for bid in plan["superseded"]:
         click.echo(f"  {bid}  superseded by a newer run of the same interval: not loaded")
+    for b in plan["batches"]:
+        if b["damaged"]:
+            click.echo(f"  {b['id']}  will be quarantined: {b['damaged']}")
+    for q in plan["quarantined"]:
+        click.echo(f"  {q['id']}  {q['job']}  {q['start']}..{q['end']}  quarantined (corrupt), "
+                   f"not loaded until a rerun of the interval: {q['error']}")
     for stmt in plan["sql"]:
         click.echo(f"    {stmt};")
 

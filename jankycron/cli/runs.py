@@ -148,8 +148,11 @@ def run_cmd(app: App, job_name: str, day: str | None, local: bool, no_wait: bool
             raise JankycronError(errors[0])
         row = _runs_done(app, results)[0]
     if as_json:
-        return _dump([row])
-    _print_run(row)
+        _dump([row])
+    else:
+        _print_run(row)
+    if row["status"] == "failed":  # loaded, but a batch of it was quarantined (its error)
+        raise JankycronError(f"job {job.name} failed: {row['error']}")
 
 
 @command(cli, "backfill")

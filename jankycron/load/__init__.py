@@ -9,6 +9,12 @@ batch ids in the warehouse. Where the warehouse can, it first tries a direct loa
 (``Session.load_direct``; PostgreSQL: ``load.direct``), which leaves the same rows in one pass
 or changes nothing. The ledger is updated after the commit; a loader that dies between the two
 finds its batches recorded in the warehouse next time and does not load them again.
+
+A batch whose staged objects are damaged (``errors.CorruptBatch``: every part is checked as it
+is read, ``staging.open_part``) is quarantined: marked ``corrupt`` in the ledger with the
+one-line reason (its run fails), reported once through ``on_corrupt`` (an alert), and the
+table's load starts again without it, so the other batches load in the same call. Nothing of
+it lands: every check happens before the merge commits.
 """
 
 from __future__ import annotations
@@ -25,17 +31,30 @@ from urllib.parse import urlsplit
 
 from .. import deadletters
 from ..config import Settings
-from ..errors import ConfigError, TerminalError, TransientError, WarehouseError
+from ..errors import ConfigError, CorruptBatch, TerminalError, TransientError, WarehouseError
 from ..ledger import Batch, BatchStatus, DeadLetter, Ledger
 from ..schedule import fmt
-from ..staging import open_part, read_manifest
+from ..staging import Part, open_part
 from ..store import Store
 from .lock import RedisLocks
-from .warehouse import AlreadyLoaded, Column, Loaded, Session, Warehouse, isolate
+from .warehouse import (
+    AlreadyLoaded,
+    Column,
+    Loaded,
+    Session,
+    Warehouse,
+    batch_parts,
+    isolate,
+)
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+# Told once of each batch quarantined: the batch and the one-line reason (runner: an alert).
+OnCorrupt = Callable[[Batch, str], None]
+# Appended to the reason of a quarantined batch whose job's reruns do not replace.
+NOT_REREAD = ("; its job's source cannot be re-read (rerun_replaces=False), so a rerun will "
+              "not replace it: the staged objects are kept for recovery by hand")
 # batch id -> (status, rows loaded, rows rejected, JSON keys with no column, counted,
 # rows replaced by a later line of the batch with the same key)
 Outcomes = dict[str, tuple[str, int, int, dict[str, int], int]]
@@ -72,6 +91,7 @@ class LoadResult:
     validations: int = 0
     direct: bool = False  # loaded straight into the table (load.direct), not validated
     dropped_keys: dict[str, int] = field(default_factory=dict)
+    quarantined: list[str] = field(default_factory=list)  # why, per batch quarantined now
 
 
 class SchemaCache:
@@ -100,7 +120,7 @@ class Filled:
     session: Session
     ranges: dict[str, tuple[int, int]]  # batch id -> its lines in raw
     bad: list[tuple[int, str]]  # (line, reason) of every line the warehouse refused
-    parts: list[str] | None = None  # for a prefilled session: the part keys it holds
+    parts: list[Part] | None = None  # for a prefilled session: the parts it holds, as read
 
 
 class Prefill:
@@ -115,7 +135,7 @@ class Prefill:
 
     def __init__(self, loader: Loader, table: str, key: tuple[str, ...], batch_id: str):
         self.loader, self.table, self.key, self.batch_id = loader, table, key, batch_id
-        self.parts: list[str] = []
+        self.parts: list[Part] = []
         self.result = LoadResult(table)
         self.session: Session | None = None
         self.bad: list[tuple[int, str]] = []
@@ -139,11 +159,12 @@ class Prefill:
                     self.session = self.loader.warehouse.session(self.table, columns, self.key)
                 with open_part(self.loader.store, part_key) as part:
                     count = self.session.add_lines(part)
+                    read = Part(part_key, part.lines, sha256=part.sha256)
                 if count:
                     self.bad += isolate(self.session, self.lines + 1, self.lines + count,
                                         self.result)
                 self.lines += count
-                self.parts.append(part_key)
+                self.parts.append(read)
             except Exception as e:  # the ordinary load path will meet it again
                 log.info("%s: validating while extracting stopped: %s", self.table, e)
                 self.failed = e
@@ -192,8 +213,10 @@ def choose(pending: list[Batch]) -> tuple[list[Batch], list[Batch]]:
 
 class Loader:
     def __init__(self, settings: Settings, ledger: Ledger, store: Store, warehouse: Warehouse,
-                 progress: Progress | None = None, locks: RedisLocks | None = None):
+                 progress: Progress | None = None, locks: RedisLocks | None = None,
+                 on_corrupt: OnCorrupt | None = None):
         self.settings, self.ledger, self.store, self.warehouse = settings, ledger, store, warehouse
+        self.on_corrupt = on_corrupt
         self.schema = SchemaCache(warehouse)
         self.progress = progress or (lambda msg: log.info("%s", msg))
         self.locks = locks  # one loader per table across processes (None: the warehouse's
@@ -205,14 +228,21 @@ class Loader:
         columns = self.schema.columns(table) if batches else []
         rows = sum(b.rows for b in batches)
         sql = self.warehouse.plan_sql(table, columns, key, rows) if batches else []
+        planned = []
+        for b in batches:
+            entry = {"id": b.id, "job": b.job, "start": fmt(b.interval.start),
+                     "end": fmt(b.interval.end), "rows": b.rows,
+                     "manifest": self.store.url(b.manifest_key), "parts": None, "damaged": None}
+            try:  # the manifest only: the parts are checked when the load reads them
+                entry["parts"] = len(batch_parts(self.store, b))
+            except CorruptBatch as e:
+                entry["damaged"] = str(e)  # the load will quarantine it
+            planned.append(entry)
         return {
             "table": table, "key": list(key), "rows": rows,
-            "batches": [{"id": b.id, "job": b.job, "start": fmt(b.interval.start),
-                         "end": fmt(b.interval.end), "rows": b.rows,
-                         "manifest": self.store.url(b.manifest_key),
-                         "parts": len(read_manifest(self.store, b.manifest_key))}
-                        for b in batches],
+            "batches": planned,
             "superseded": [b.id for b in superseded],
+            "quarantined": self.ledger.corrupt_batches(table),
             "sql": sql,
         }
 
@@ -233,12 +263,16 @@ class Loader:
         try:
             lock = self.locks.acquire(table) if self.locks else None
             schema_retried = False
-            for _ in range(3):  # another loader may finish some batches under our feet
+            races = 0
+            while races < 3:  # another loader may finish some batches under our feet
                 try:
                     return self._load_once(table, key, result, filled,
                                            lock.ensure_owned if lock else None)
                 except AlreadyLoaded as raced:
                     self._record_loaded(raced.loaded, self.ledger.pending_batches(table))
+                    filled, races = None, races + 1
+                except CorruptBatch as e:  # quarantined; the load starts again without it
+                    self._quarantine(table, e, result)
                     filled = None
                 except WarehouseError as e:
                     # The table changed since its columns were cached (a column dropped or
@@ -254,6 +288,24 @@ class Loader:
                 filled.session.close()
             if lock:
                 lock.release()
+
+    def _quarantine(self, table: str, e: CorruptBatch, result: LoadResult) -> None:
+        """Mark the damaged batch ``corrupt`` (not pending any more: it is not retried) and
+        tell ``on_corrupt`` once. An error no pending batch of the table owns is raised."""
+        pending = self.ledger.pending_batches(table)
+        batch = next((b for b in pending if b.id == e.batch_id), None) or next(
+            (b for b in pending if e.key == b.manifest_key
+             or e.key.startswith(b.manifest_key.rsplit("/", 1)[0] + "/")), None)
+        if batch is None:
+            raise e
+        reason = str(e) + ("" if batch.replaces else NOT_REREAD)
+        self.progress(f"{table}: batch {batch.id} quarantined: {reason}")
+        result.quarantined.append(reason)
+        if self.ledger.batch_corrupt(batch.id, reason) and self.on_corrupt:
+            try:
+                self.on_corrupt(batch, reason)
+            except Exception as x:  # an alert never stops a load
+                log.warning("%s: quarantine of %s not reported: %s", table, batch.id, x)
 
     def _record_loaded(self, loaded: list[Loaded], batches: list[Batch]) -> None:
         """Batches another loader merged (read back from ``jankycron_loads``, which keeps no
@@ -379,7 +431,14 @@ class Loader:
         if [b.id for b in batches] != list(filled.ranges) or filled.session.columns != columns:
             return False
         (b,) = batches
-        return read_manifest(self.store, b.manifest_key) == filled.parts
+        try:
+            staged = batch_parts(self.store, b)
+        except CorruptBatch:
+            return False  # the usual load path meets it again, and quarantines the batch
+        read = filled.parts or []
+        return len(staged) == len(read) and sum(r.lines or 0 for r in read) == b.rows and all(
+            s.key == r.key and s.lines in (None, r.lines) and s.sha256 in (None, r.sha256)
+            for s, r in zip(staged, read, strict=True))
 
     @staticmethod
     def _dead_letters(session: Session, batches: list[Batch], ranges: dict[str, tuple[int, int]],

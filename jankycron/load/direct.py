@@ -52,9 +52,9 @@ import orjson
 import psycopg2
 import psycopg2.errors
 
-from ..errors import StoreError, TransientError
+from ..errors import CorruptBatch, StoreError, TransientError
 from ..ledger import Batch
-from ..staging import keys_of, open_part, read_manifest
+from ..staging import Part, keys_of, of_batch, open_part
 from ..store import Store
 from .warehouse import (
     FLOAT_TYPES,
@@ -62,6 +62,7 @@ from .warehouse import (
     TIMESTAMP_TYPES,
     Column,
     Session,
+    batch_parts,
     quote_ident,
     text_rule,
     utc_text,
@@ -249,14 +250,16 @@ def _csv_row(values: list) -> bytes:
 
 
 # ---------------------------------------------------------------------------------- reading
-def _parts(store: Store, batches: list[Batch]) -> Iterator[tuple[Batch, str]]:
+def _parts(store: Store, batches: list[Batch]) -> Iterator[tuple[Batch, Part]]:
     for b in batches:
-        for part in read_manifest(store, b.manifest_key):
+        for part in batch_parts(store, b):
             yield b, part
 
 
-def _chunks(store: Store, key: str) -> Iterator[bytes]:
-    """A gzipped part (or key file), decompressed, in pieces that end at a line's end."""
+def _chunks(store: Store, key: str | Part) -> Iterator[bytes]:
+    """A gzipped part (checked, ``staging.Verified``) or key file (a key), decompressed, in
+    pieces that end at a line's end. A damaged key file is ``NotDirect``: the validated
+    path does not need it."""
     try:
         with open_part(store, key) as f:
             rest = b""
@@ -268,6 +271,10 @@ def _chunks(store: Store, key: str) -> Iterator[bytes]:
                     yield data[:cut]
             if rest:
                 yield rest + b"\n"
+    except CorruptBatch as e:
+        if isinstance(key, Part):
+            raise
+        raise NotDirect(str(e)) from None
     except StoreError as e:
         if isinstance(e, TransientError):
             raise
@@ -279,7 +286,7 @@ def _key_file_chunks(store: Store, batches: list[Batch]) -> Iterator[bytes]:
     has as many key lines as staged lines."""
     counts: dict[str, int] = {}
     for b, part in _parts(store, batches):
-        for chunk in _chunks(store, keys_of(part)):
+        for chunk in _chunks(store, keys_of(part.key)):
             if b"\\" in chunk and _control_escape(chunk):
                 raise NotDirect("a merge key with a control character")
             counts[b.id] = counts.get(b.id, 0) + chunk.count(b"\n")
@@ -389,16 +396,17 @@ def _rendered(plan: Plan, store: Store, batches: list[Batch]
               ) -> Iterator[tuple[int, list[bytes]]]:
     """(number of the first line, CSV rows) per piece of the batches' parts, in order."""
     line = 1
-    for _, part in _parts(store, batches):
-        keys = _keys(_chunks(store, keys_of(part)), len(plan.key_at))
+    for b, part in _parts(store, batches):
+        keys = _keys(_chunks(store, keys_of(part.key)), len(plan.key_at))
         done = 0
-        for chunk in _chunks(store, part):
-            lines = chunk[:-1].split(b"\n")
-            yield line, plan.render(lines, keys[done:done + len(lines)])
-            done += len(lines)
-            line += len(lines)
+        with of_batch(b.id):
+            for chunk in _chunks(store, part):
+                lines = chunk[:-1].split(b"\n")
+                yield line, plan.render(lines, keys[done:done + len(lines)])
+                done += len(lines)
+                line += len(lines)
         if done != len(keys):
-            raise NotDirect(f"{part}: more key file lines than lines")
+            raise NotDirect(f"{part.key}: more key file lines than lines")
 
 
 def load(cur: Any, table: str, plan: Plan, store: Store, batches: list[Batch]

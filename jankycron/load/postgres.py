@@ -239,7 +239,13 @@ class PostgresSession(SqlSession):
 
     def _copy(self, stream: IO[bytes]) -> int:
         with self.wh.errors("copy staged lines"), self.conn.cursor() as cur:
-            cur.copy_expert(_COPY_RAW, stream, size=1 << 20)
+            try:
+                cur.copy_expert(_COPY_RAW, stream, size=1 << 20)
+            except psycopg2.errors.QueryCanceled:
+                # A damaged part (staging.Verified): psycopg2 reports it as a cancelled COPY.
+                if getattr(stream, "error", None) is not None:
+                    raise stream.error from None  # type: ignore[attr-defined]
+                raise
             return cur.rowcount
 
     def attempt(self, sql: str, fetch: bool = False) -> tuple[str | None, Any]:

@@ -18,6 +18,13 @@ A load of one table:
    each staged line carries, since COPY does not keep line order), delete the target's rows
    with those keys, insert, record the batches in ``jankycron_loads``, COMMIT.
 
+Staged objects are checked as well as a loader that never reads them can (the cluster reads
+them from S3 itself): before the NOLOAD, a HEAD of every part compares its size and ETag (the
+MD5 of a single PUT) with what staging recorded in the manifest; after the real COPY, the lines
+in the stage per batch must be the ledger's count less the lines refused. A part read here
+(to isolate a bad line) goes through ``staging.open_part`` and its full check. A mismatch is a
+``CorruptBatch``: the batch is quarantined before anything is merged.
+
 COPY converts with Redshift's own rules, which read more than the other backends (it truncates
 decimal places beyond a column's scale; ``ROUNDEC`` would round; it ignores a timestamp's offset
 for a TIMESTAMP column). So before step 1 every staged line is checked in Python against the
@@ -38,13 +45,20 @@ from typing import Any
 
 import psycopg2
 
-from ..errors import ConfigError, TableNotFound, WarehouseError, WarehouseUnavailable
+from ..errors import (
+    ConfigError,
+    CorruptBatch,
+    ObjectMissing,
+    TableNotFound,
+    WarehouseError,
+    WarehouseUnavailable,
+)
 from ..ledger import Batch
-from ..staging import SEQ_KEY, open_part, read_manifest, split_seq
+from ..staging import SEQ_KEY, Part, of_batch, open_part, read_manifest, split_seq
 from ..store import Store
 from . import redshift_sql as sql
 from .postgres import PostgresWarehouse, SqlSession, _first_line
-from .warehouse import LOADS_TABLE, Column, LineCheck, Loaded, Session
+from .warehouse import LOADS_TABLE, Column, LineCheck, Loaded, Session, batch_parts
 
 STAGE = "jc_stage"
 LOADS_DDL = (  # Redshift keeps PRIMARY KEY as information only; the loader's merge checks it.
@@ -190,6 +204,7 @@ class RedshiftSession(SqlSession):
         self.prefix = f"loads/{self.table}/{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
         self._written: list[str] = []  # objects this load wrote (manifests, part copies)
         self._lines: dict[str, list[bytes]] = {}  # part key -> its lines, once read
+        self._checks: dict[str, Part] = {}  # part key -> what staging recorded of it
         self._urls: dict[Piece, str] = {}  # part copies written, by what they hold
         self._raw: dict[int, str] = {}  # line number -> dead-letter record
         self._first: dict[str, tuple[Batch, int]] = {}  # run id -> (batch, its first line)
@@ -203,7 +218,8 @@ class RedshiftSession(SqlSession):
     # ---- files ----------------------------------------------------------------------------
     def _part_lines(self, part: str) -> list[bytes]:
         if part not in self._lines:
-            data = gzip.decompress(self.store.get_bytes(part))
+            with open_part(self.store, self._checks.get(part, part)) as f:
+                data = f.read()
             self._lines[part] = data.splitlines(keepends=True)
         return self._lines[part]
 
@@ -330,7 +346,11 @@ class RedshiftSession(SqlSession):
             ranges[b.id] = (n + 1, n + b.rows)
             self._first[b.run_id] = (b, n + 1)
             n += b.rows
-            pieces += [Piece(k) for k in read_manifest(store, b.manifest_key)]
+            with of_batch(b.id):
+                for p in batch_parts(store, b):
+                    self._head(p)
+                    self._checks[p.key] = p
+                    pieces.append(Piece(p.key))
         bad: list[tuple[int, str]] = []
         good = self._isolate(self._checked(pieces, bad), result, bad)
         while good:  # NOLOAD does not check everything a real COPY does
@@ -342,6 +362,7 @@ class RedshiftSession(SqlSession):
                 raise WarehouseError(f"{self.table}: COPY refused what NOLOAD accepted: "
                                      f"{error.text}")
             good = self._drop(good, hit, error, bad)
+        self._check_counts(batches, bad)
         bad += self._null_keys()
         return ranges, bad
 
@@ -356,7 +377,7 @@ class RedshiftSession(SqlSession):
         out = []
         for piece in pieces:
             refused, converted = [], []
-            with open_part(self.store, piece.part) as f:
+            with open_part(self.store, self._checks.get(piece.part, piece.part)) as f:
                 for index, line in enumerate(f):
                     why = check(line)
                     if why is not None:
@@ -376,6 +397,31 @@ class RedshiftSession(SqlSession):
             if left:
                 out.append(Piece(piece.part, left))
         return out
+
+    def _head(self, part: Part) -> None:
+        """A part's size and ETag (HEAD) against what staging recorded (module docstring)."""
+        try:
+            size, etag = self.store.stat(part.key)  # type: ignore[attr-defined]
+        except ObjectMissing:
+            raise CorruptBatch(part.key, "the part is missing from the store") from None
+        if part.size is not None and size != part.size:
+            raise CorruptBatch(part.key, f"it is {size:,} bytes, staging wrote {part.size:,}")
+        if part.md5 is not None and "-" not in etag and etag != part.md5:
+            raise CorruptBatch(part.key, "its bytes differ from what staging wrote (ETag is "
+                               "not the staged MD5)")
+
+    def _check_counts(self, batches: list[Batch], bad: list[tuple[int, str]]) -> None:
+        """The lines the COPY put in the stage, per batch: its staged lines less the refused."""
+        rows = self._fetch(f"SELECT split_part({sql.ident(SEQ_KEY)}, '/', 2), count(*) "
+                           f"FROM {sql.ident(STAGE)} GROUP BY 1")
+        got = {run_id: int(n) for run_id, n in rows}
+        for b in batches:
+            lo, hi = self._first[b.run_id][1], self._first[b.run_id][1] + b.rows - 1
+            want = b.rows - sum(1 for n, _ in bad if lo <= n <= hi)
+            if got.get(b.run_id, 0) != want:
+                raise CorruptBatch(b.manifest_key, f"COPY loaded {got.get(b.run_id, 0):,} "
+                                   f"lines, the ledger recorded {b.rows:,} staged "
+                                   f"({b.rows - want:,} refused)", b.id)
 
     def _null_keys(self) -> list[tuple[int, str]]:
         """Lines whose merge key is NULL: dead letters, removed from the stage."""

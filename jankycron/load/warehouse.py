@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from ..errors import CorruptBatch
 from ..ledger import Batch
-from ..staging import open_part, read_manifest
+from ..staging import Part, of_batch, open_part, read_parts
 from ..store import Store
 
 log = logging.getLogger(__name__)
@@ -399,9 +400,11 @@ class Session:
         n = 0
         for b in batches:
             count = 0
-            for part_key in read_manifest(store, b.manifest_key):
-                with open_part(store, part_key) as part:
-                    count += self.add_lines(part)
+            with of_batch(b.id):
+                for p in batch_parts(store, b):
+                    with open_part(store, p) as part:
+                        count += self.add_lines(part)
+                check_count(b, count)
             ranges[b.id] = (n + 1, n + count)
             n += count
         log.info("%s: read %d staged lines in %.2fs", self.table, n, time.monotonic() - clock)
@@ -476,6 +479,25 @@ class Session:
 
     def close(self) -> None:
         raise NotImplementedError
+
+
+def batch_parts(store: Store, batch: Batch) -> list[Part]:
+    """The batch's parts from its manifest, whose recorded line counts must add up to the
+    ledger's count of the batch; ``CorruptBatch`` naming the batch otherwise."""
+    with of_batch(batch.id):
+        parts = read_parts(store, batch.manifest_key)
+        counts = [p.lines for p in parts]
+        if None not in counts and sum(counts) != batch.rows:  # type: ignore[arg-type]
+            raise CorruptBatch(batch.manifest_key, f"the manifest lists {sum(counts):,} lines, "
+                               f"the ledger recorded {batch.rows:,} staged")
+    return parts
+
+
+def check_count(batch: Batch, lines: int) -> None:
+    """The lines read of a batch must be the ledger's count (manifests without line counts)."""
+    if lines != batch.rows:
+        raise CorruptBatch(batch.manifest_key, f"its parts hold {lines:,} lines, the ledger "
+                           f"recorded {batch.rows:,} staged", batch.id)
 
 
 def isolate(session: Session, lo: int, hi: int, result: Any) -> list[tuple[int, str]]:
