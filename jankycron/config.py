@@ -168,6 +168,9 @@ class Settings:
     # broker when it is Redis) and the largest request body taken (Actions batches: <= 4,000).
     webhook_redis_url: str | None = None
     webhook_max_body: int = 16 * 1024**2
+    # Discovery (jankycron/discovery.py): the longest a job file's import may take before the
+    # file is reported broken and skipped ("import did not finish within 10s").
+    import_timeout: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -235,6 +238,8 @@ class Settings:
             if urlsplit(get("JANKYCRON_BROKER_URL")).scheme in ("redis", "rediss") else None,
             webhook_max_body=parse_size(opt("JANKYCRON_WEBHOOK_MAX_BODY") or "16MB",
                                         "JANKYCRON_WEBHOOK_MAX_BODY"),
+            import_timeout=parse_duration(opt("JANKYCRON_IMPORT_TIMEOUT") or "10s",
+                                          "JANKYCRON_IMPORT_TIMEOUT"),
         )
 
     def load_interval_of(self, table: str) -> float:

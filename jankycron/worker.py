@@ -23,7 +23,7 @@ from .discovery import discover
 log = logging.getLogger(__name__)
 
 settings = Settings.from_env(os.environ)
-registry, errors = discover(settings.jobs_path)
+registry, errors = discover(settings.jobs_path, settings.import_timeout)
 app = make_celery(settings, registry)
 
 
