@@ -5,6 +5,7 @@ a real Celery worker, and the status page."""
 
 from __future__ import annotations
 
+import textwrap
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -45,7 +46,8 @@ HANGING = {
     "waits": '''
         import socket
         a, b = socket.socketpair()
-        a.recv(1)
+        with a, b:
+            a.recv(1)
     ''',
 }
 
@@ -137,7 +139,7 @@ def test_the_status_page_renders_with_a_hanging_job_file(tmp_path: Path) -> None
     folder = tmp_path / "jobs"
     folder.mkdir()
     (folder / "good_orders.py").write_text(GOOD_JOB)
-    (folder / "waits_forever.py").write_text(HANGING["waits"])
+    (folder / "waits_forever.py").write_text(textwrap.dedent(HANGING["waits"]))
     settings = Settings.from_env({"JANKYCRON_JOBS_PATH": str(folder),
                                   "JANKYCRON_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
                                   "JANKYCRON_IMPORT_TIMEOUT": "1s"})
