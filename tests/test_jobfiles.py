@@ -8,13 +8,14 @@ from __future__ import annotations
 import textwrap
 import threading
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from celery_helpers import Cluster, cluster_fixture, hooks_fixture, wait_until  # noqa: F401
-from conftest import Workspace, create_table, warehouse_rows
+from conftest import Workspace, create_table, gunicorn, warehouse_rows
 from test_discovery import GOOD_JOB, GOOD_TABLE, good_rows
 
 from jankycron.config import Settings
@@ -152,16 +153,38 @@ def test_the_status_page_renders_with_a_hanging_job_file(tmp_path: Path) -> None
     assert "waits_forever.py" in html and "good_orders" in html
 
 
-def test_a_worker_becomes_ready_and_runs_jobs_despite_a_hanging_file(cluster: Cluster) -> None:
-    """A real `celery worker` discovers at start: the hanging file is logged as skipped, the
-    worker becomes ready, and another job runs through it."""
+def test_gunicorn_serves_the_status_page_despite_a_hanging_job_file(tmp_path: Path) -> None:
+    """A real gunicorn (sync workers: discovery in the worker's main thread) answers the grid
+    within the bound, naming the broken file; its log holds no traceback."""
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    (folder / "good_orders.py").write_text(GOOD_JOB)
+    (folder / "spins_forever.py").write_text(textwrap.dedent(HANGING["spins"]))
+    env = {"JANKYCRON_JOBS_PATH": str(folder), "JANKYCRON_IMPORT_TIMEOUT": "1s",
+           "JANKYCRON_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}"}
+    with gunicorn(tmp_path, env, workers=1) as web:
+        clock = time.monotonic()
+        with urllib.request.urlopen(f"{web.url}/", timeout=30) as resp:
+            html = resp.read().decode()
+        assert resp.status == 200 and time.monotonic() - clock < 15
+    assert "spins_forever.py" in html and "good_orders" in html
+
+
+def test_a_worker_and_beat_start_and_run_jobs_despite_a_hanging_file(cluster: Cluster) -> None:
+    """A real `celery worker` and beat discover at start: the hanging file is logged as
+    skipped, both start, beat fires the other job and the worker runs it, and a CLI run
+    through the workers lands."""
     cluster.rows("CREATE TABLE good_orders (id bigint NOT NULL, amount integer)")
     cluster.ws.write_job("good_orders", GOOD_JOB)
     cluster.ws.write_job("spins_forever", HANGING["spins"])
     cluster.ws.env["JANKYCRON_IMPORT_TIMEOUT"] = "1s"
     worker = cluster.worker()
+    beat = cluster.beat()
     wait_until(lambda: "ready" in worker.text(), "the worker to be ready", 60)
     assert "spins_forever.py: import did not finish within 1s" in worker.text()
+    wait_until(lambda: [r for r in cluster.runs("good_orders") if r["status"] == "success"],
+               "beat to fire good_orders and the worker to run it")
+    assert "spins_forever.py: import did not finish within 1s" in beat.text()
 
     proc = cluster.ws.cli("run", "good_orders", "--date", DAY, timeout=120)
     assert proc.returncode == 0, proc.stderr
