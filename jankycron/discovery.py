@@ -3,6 +3,21 @@
 A file that fails to import, or holds no job or several, becomes a ``JobFileError`` naming the
 file; the other files' jobs are still found. Files starting with ``_`` are helpers a job may
 import (the jobs folder is on ``sys.path`` while job files import).
+
+Each file's import is bounded (``import_timeout``, ``JANKYCRON_IMPORT_TIMEOUT``): a file whose
+import does not finish in time (``while True: pass``, a network call that hangs) is reported
+"import did not finish within 10s" and skipped. In the main thread (the CLI, Celery's worker
+and beat, gunicorn's sync workers) a SIGALRM timer raises inside the import, which interrupts
+Python loops and blocking system calls alike, so nothing is left running. Elsewhere (a threaded
+web server) the import runs in a helper thread that is stopped with an asynchronous exception
+(``PyThreadState_SetAsyncExc``): that stops Python code at once, and a thread blocked in a
+system call when the call returns; a C extension that loops without returning to Python cannot
+be stopped in-process (the file is still reported and skipped, and not imported again while
+its earlier import runs). A process that discovers again (the status page) reports an
+unchanged file that timed out at once, for RETRY_TIMED_OUT seconds, instead of waiting again.
+
+A table has one merge key: jobs that feed one table by different keys would delete each
+other's rows, so all of them are skipped, with one error naming each job and its key.
 """
 
 from __future__ import annotations
@@ -73,14 +88,31 @@ class ImportTimedOut(BaseException):  # noqa: N818 - reads as what happened
 
 
 AGAIN = 0.2  # seconds: raise again this often while a file keeps swallowing ImportTimedOut
+RETRY_TIMED_OUT = 600.0  # seconds before an unchanged file that timed out is imported again
 _importing: dict[Path, threading.Thread] = {}  # helper threads of imports that timed out
+# Files whose import timed out in this process: (mtime_ns, size) then, and when. A process
+# that discovers again (the status page, every 30 s) does not wait for them each time.
+_timed_out: dict[Path, tuple[tuple[int, int], float]] = {}
 
 
 def _load_bounded(path: Path, timeout: float) -> list[Job]:
     """``_load_file`` within ``timeout`` seconds, or ``ImportTimedOut``."""
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-        return _load_with_alarm(path, timeout)
-    return _load_in_thread(path, timeout)
+    st = path.stat()
+    stamp = (st.st_mtime_ns, st.st_size)
+    seen = _timed_out.get(path)
+    if seen and seen[0] == stamp and time.monotonic() - seen[1] < RETRY_TIMED_OUT:
+        raise ImportTimedOut
+    try:
+        if threading.current_thread() is threading.main_thread() and \
+                hasattr(signal, "setitimer"):
+            jobs = _load_with_alarm(path, timeout)
+        else:
+            jobs = _load_in_thread(path, timeout)
+    except ImportTimedOut:
+        _timed_out[path] = (stamp, time.monotonic())
+        raise
+    _timed_out.pop(path, None)
+    return jobs
 
 
 def _load_with_alarm(path: Path, timeout: float) -> list[Job]:

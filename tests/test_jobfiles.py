@@ -134,6 +134,27 @@ def test_discovery_leaves_nothing_spinning(tmp_path: Path, in_thread: bool) -> N
     assert _cpu_grows() < 0.3
 
 
+def test_rediscovery_does_not_wait_again_for_an_unchanged_hanging_file(tmp_path: Path) -> None:
+    """A long-lived process (the status page rediscovers every 30 s) reports an unchanged file
+    that timed out at once instead of waiting for it again; once the analyst fixes the file,
+    the next discovery imports it."""
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    hanging = folder / "slow_orders.py"
+    hanging.write_text(textwrap.dedent(HANGING["waits"]))
+    _, errors = discover(folder, 1.0)
+    assert [e.message.startswith("import did not finish within 1s") for e in errors] == [True]
+
+    clock = time.monotonic()
+    _, again = discover(folder, 1.0)
+    assert time.monotonic() - clock < 0.5
+    assert again == errors
+
+    hanging.write_text(GOOD_JOB.replace("good_orders", "slow_orders"))
+    registry, errors = discover(folder, 1.0)
+    assert errors == [] and [j.name for j in registry] == ["slow_orders"]
+
+
 def test_the_status_page_renders_with_a_hanging_job_file(tmp_path: Path) -> None:
     """The status grid (Flask's test client, discovery in the request) renders 200 within the
     bound and lists the file as broken."""
