@@ -28,7 +28,7 @@ from typing import Any
 
 from . import deadletters
 from .config import Settings
-from .errors import JankycronError, SkipRun, TerminalError, TransientError, line_in
+from .errors import JankycronError, JobExited, SkipRun, TerminalError, TransientError, line_in
 from .job import Job, Routed, Run
 from .ledger import REPLAY_PREFIX, DeadLetter, Ledger, RunStatus
 from .load import Loader, LoadResult, Prefill, open_warehouse
@@ -144,8 +144,8 @@ def no_process_exit() -> Iterator[None]:
 
 
 def as_failure(exc: BaseException, job: Job) -> BaseException:
-    """The error a run fails with: a ``sys.exit``/``os._exit`` inside the job becomes a
-    ``TerminalError`` (the run fails; the process, a worker or the CLI, goes on); others are
+    """The error a run fails with: a ``sys.exit``/``os._exit`` inside the job becomes
+    ``JobExited`` (the run fails; the process, a worker or the CLI, goes on); others are
     themselves (KeyboardInterrupt stays the operator's Ctrl-C)."""
     if not isinstance(exc, SystemExit):
         return exc
@@ -153,8 +153,8 @@ def as_failure(exc: BaseException, job: Job) -> BaseException:
     where = f" ({Path(job.source_file or '').name} line {line})" if line else ""
     what = (f"called os._exit({exc.code!r})" if isinstance(exc, JobCalledExit) else
             f"raised SystemExit({', '.join(map(repr, exc.args))})")
-    return TerminalError(f"job {job.name} failed: it {what}{where}; a job ends by returning "
-                         "or raising an error, not by exiting")
+    return JobExited(f"it {what}{where}; a job ends by returning or raising an error, not by "
+                     "exiting")
 
 
 def extract(ctx: Context, job: Job, run: Run,

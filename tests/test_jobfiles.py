@@ -370,3 +370,33 @@ def test_a_job_that_exits_the_process_fails_its_run(good_ws: Workspace, kind: st
     assert warehouse_rows(good_ws, "SELECT count(*) FROM good_orders") == [(0,)]
     good_ws.cli("run", "good_orders", "--date", DAY, "--local", check=True)
     assert good_rows(good_ws) == [(1, 10), (2, 20), (3, 30)]
+
+
+def test_a_job_that_exits_fails_its_run_on_a_worker_which_goes_on(cluster: Cluster) -> None:
+    """On a real worker, sys.exit / os._exit in a job fail that run with one line (the pool
+    child neither exits nor takes the run with it), and the worker runs the next job."""
+    cluster.rows("CREATE TABLE good_orders (id bigint NOT NULL, amount integer)")
+    cluster.ws.write_job("good_orders", GOOD_JOB)
+    for kind, (code, _) in EXITS.items():
+        cluster.ws.write_job(kind, f'''
+            from jankycron import job
+
+            @job(schedule="0 3 * * *", table="good_orders", key="id")
+            def {kind}(run):
+                yield {{"id": 7, "amount": 70}}
+                {code}
+        ''')
+    worker = cluster.worker(concurrency=1)
+    for kind, (_, words) in EXITS.items():
+        proc = cluster.ws.cli("run", kind, "--date", DAY, timeout=120)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: job {kind} failed: it ") and \
+            words.replace("quitter.py", f"{kind}.py") in last, proc.stderr
+        (row,) = cluster.runs(kind)
+        assert row["status"] == "failed"
+    cluster.ws.cli("run", "good_orders", "--date", DAY, check=True, timeout=120)
+    assert cluster.rows("SELECT id, amount FROM good_orders ORDER BY id") == [
+        (1, 10), (2, 20), (3, 30)]
+    assert worker.popen.poll() is None
+    assert "WorkerLostError" not in worker.text()
