@@ -103,8 +103,10 @@ def _load_bounded(path: Path, timeout: float) -> list[Job]:
     if seen and seen[0] == stamp and time.monotonic() - seen[1] < RETRY_TIMED_OUT:
         raise ImportTimedOut
     try:
+        # SIGALRM in the main thread, unless its handler was set outside Python (getsignal
+        # None: it could not be put back); a helper thread otherwise.
         if threading.current_thread() is threading.main_thread() and \
-                hasattr(signal, "setitimer"):
+                hasattr(signal, "setitimer") and signal.getsignal(signal.SIGALRM) is not None:
             jobs = _load_with_alarm(path, timeout)
         else:
             jobs = _load_in_thread(path, timeout)

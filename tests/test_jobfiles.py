@@ -5,6 +5,7 @@ a real Celery worker, and the status page."""
 
 from __future__ import annotations
 
+import signal
 import textwrap
 import threading
 import time
@@ -132,6 +133,26 @@ def test_discovery_leaves_nothing_spinning(tmp_path: Path, in_thread: bool) -> N
     assert error.message.startswith("import did not finish within 0.5s")
     wait_until(lambda: set(threading.enumerate()) <= before, "the import thread to stop", 10)
     assert _cpu_grows() < 0.3
+
+
+def test_discovery_gives_back_a_callers_alarm(tmp_path: Path) -> None:
+    """A process that set its own SIGALRM timer (the CLI's job timeout) keeps it, and its
+    handler, across a discovery that used the alarm for a hanging file."""
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    (folder / "spins_forever.py").write_text(textwrap.dedent(HANGING["spins"]))
+    fired: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 3.0)
+        _, errors = discover(folder, 0.5)
+        assert len(errors) == 1 and fired == []
+        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 1.5 < remaining < 2.6
+        wait_until(lambda: fired, "the caller's alarm", 5, every=0.05)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_rediscovery_does_not_wait_again_for_an_unchanged_hanging_file(tmp_path: Path) -> None:
