@@ -306,17 +306,18 @@ def job_rows(registry: Registry, ledger: Ledger, state: StatusState, days: int,
         for interval, run in runs.get(name, {}).items():
             by_day[interval.start.date()][interval] = interval_view(
                 job, interval, run, now, wait, watched.get(name))
-        try:  # one job whose schedule cannot be evaluated shows its runs, not a 500
-            for day, found in by_day.items() if job is not None else ():
-                day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-                for interval in itertools.islice(job.schedule.intervals_starting(
-                        day_start, day_start + timedelta(days=1)), PER_DAY_CAP):
-                    if interval not in found:
-                        found[interval] = interval_view(job, interval, None, now, wait,
-                                                        watched.get(name))
-        except Exception as e:
-            log.error("[%s] status grid: schedule %r: %s: %s", name, job and job.schedule.expr,
-                      type(e).__name__, e)
+        if job is not None:
+            try:  # one job whose schedule cannot be evaluated shows its runs, not a 500
+                for day, found in by_day.items():
+                    day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+                    for interval in itertools.islice(job.schedule.intervals_starting(
+                            day_start, day_start + timedelta(days=1)), PER_DAY_CAP):
+                        if interval not in found:
+                            found[interval] = interval_view(job, interval, None, now, wait,
+                                                            watched.get(name))
+            except Exception as e:
+                log.error("[%s] status grid: schedule %r: %s: %s", name, job.schedule.expr,
+                          type(e).__name__, e)
         cells = []
         for day, found in by_day.items():
             views = [found[k] for k in sorted(found)]
