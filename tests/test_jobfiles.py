@@ -135,6 +135,26 @@ def test_discovery_leaves_nothing_spinning(tmp_path: Path, in_thread: bool) -> N
     assert _cpu_grows() < 0.3
 
 
+SWALLOWING = {
+    "bare_except_spin": "n = 0\nwhile True:\n    try:\n        n += 1\n    except:\n        pass\n",
+    "retry_loop": ("import time\nwhile True:\n    try:\n        raise ConnectionError\n"
+                   "    except:\n        time.sleep(1)\n"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SWALLOWING))
+def test_a_bare_except_loop_at_import_is_still_stopped(tmp_path: Path, kind: str) -> None:
+    """A file whose loop swallows every error (bare `except:`), spinning or retrying with a
+    sleep, is still stopped: the timeout is raised again until it lands outside the `try`."""
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    (folder / f"{kind}.py").write_text(SWALLOWING[kind])
+    clock = time.monotonic()
+    _, errors = discover(folder, 0.5)
+    assert time.monotonic() - clock < 5
+    assert [e.message.startswith("import did not finish") for e in errors] == [True]
+
+
 def test_discovery_gives_back_a_callers_alarm(tmp_path: Path) -> None:
     """A process that set its own SIGALRM timer (the CLI's job timeout) keeps it, and its
     handler, across a discovery that used the alarm for a hanging file."""
