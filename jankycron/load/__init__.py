@@ -198,7 +198,8 @@ def _check_key(table: str, key: tuple[str, ...], batches: list[Batch]) -> None:
         raise TerminalError(
             f"table {table}: not merged by ({', '.join(key)}): {len(other)} pending batch(es) "
             f"were staged for merge key ({', '.join(b.merge_key or ())}), e.g. {b.id} of job "
-            f"{b.job}; a table has one merge key (see jankycron check); they stay pending")
+            f"{b.job}; a table has one merge key (see jankycron check). They stay pending; "
+            "after a key change, rerun their intervals to restage them")
 
 
 class Loader:
