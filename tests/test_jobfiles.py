@@ -376,6 +376,18 @@ def test_the_loader_never_merges_a_table_by_another_key(duck_ws: Workspace) -> N
         assert good_rows(duck_ws) == []
         ctx.loader.load_table("good_orders", ("id",))
         assert ctx.ledger.pending_batches("good_orders") == []
+        assert good_rows(duck_ws) == [(1, 10), (2, 20), (3, 30)]
+
+        # The analyst changes the key: a batch staged under the old one waits, with the
+        # fix in its error; a rerun of its interval under the new key replaces it and loads.
+        interval = good.interval_on(datetime(2026, 11, 25).date())
+        run_job(ctx, good, interval, load=False)
+        rekeyed = job(schedule="0 3 * * *", table="good_orders", key=("id", "amount"),
+                      name="good_orders")(good.fn)
+        with pytest.raises(TerminalError, match="rerun their intervals"):
+            ctx.loader.load_table("good_orders", ("id", "amount"))
+        run_job(ctx, rekeyed, interval)
+        assert ctx.ledger.pending_batches("good_orders") == []
     finally:
         ctx.close()
     assert good_rows(duck_ws) == [(1, 10), (2, 20), (3, 30)]
