@@ -19,11 +19,14 @@ import contextlib
 import json
 import logging
 import os
+import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from . import deadletters
@@ -128,6 +131,8 @@ def no_process_exit() -> Iterator[None]:
     global _exit_guards
 
     def refuse(code: int) -> None:
+        if _in_signal_handler(sys._getframe(1)):  # the process's own shutdown: let it end
+            _real_exit(code)
         raise JobCalledExit(code)
 
     with _exit_lock:
@@ -143,11 +148,35 @@ def no_process_exit() -> Iterator[None]:
                 os._exit = _real_exit
 
 
+def _in_signal_handler(frame: FrameType | None) -> bool:
+    """Is ``frame``, or a frame it was called from, a Python signal handler? Exits requested
+    there (billiard's pool child on SIGTERM, Celery's warm shutdown in a solo worker) are the
+    process's, not the job's."""
+    codes = set()
+    for signum in signal.valid_signals():
+        try:
+            code = getattr(signal.getsignal(signum), "__code__", None)
+        except (OSError, ValueError):
+            continue
+        if code is not None:
+            codes.add(code)
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def as_failure(exc: BaseException, job: Job) -> BaseException:
     """The error a run fails with: a ``sys.exit``/``os._exit`` inside the job becomes
     ``JobExited`` (the run fails; the process, a worker or the CLI, goes on); others are
     themselves (KeyboardInterrupt stays the operator's Ctrl-C)."""
     if not isinstance(exc, SystemExit):
+        return exc
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None and _in_signal_handler(tb.tb_frame):
         return exc
     line = line_in(exc, job.source_file) if job.source_file else None
     where = f" ({Path(job.source_file or '').name} line {line})" if line else ""

@@ -453,3 +453,38 @@ def test_a_job_that_exits_fails_its_run_on_a_worker_which_goes_on(cluster: Clust
         (1, 10), (2, 20), (3, 30)]
     assert worker.popen.poll() is None
     assert "WorkerLostError" not in worker.text()
+
+
+def test_an_exit_a_signal_handler_asks_for_still_ends_the_process(duck_ws: Workspace) -> None:
+    """The process's own shutdown is not the job's exit: a SystemExit raised by a signal
+    handler while a job runs (billiard's pool child on SIGTERM, Celery's solo worker) is
+    raised on, so the process still ends; the run is recorded failed, as before."""
+    create_table(duck_ws, GOOD_TABLE)
+    duck_ws.write_job("sleepy", '''
+        import time
+        from jankycron import job
+
+        @job(schedule="0 3 * * *", table="good_orders", key="id")
+        def sleepy(run):
+            yield {"id": 1, "amount": 1}
+            time.sleep(10)
+    ''')
+    registry, _ = discover(duck_ws.jobs)
+    sleepy = registry.get("sleepy")
+
+    def shutdown(signum: int, frame: Any) -> None:
+        raise SystemExit(143)
+
+    ctx = Context(duck_ws.settings)
+    previous = signal.signal(signal.SIGALRM, shutdown)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(SystemExit) as exited:
+            run_job(ctx, sleepy, sleepy.interval_on(datetime(2026, 11, 24).date()))
+        assert exited.value.code == 143 and not isinstance(exited.value, TerminalError)
+        (run,) = ctx.ledger.history("sleepy", limit=5)
+        assert run["status"] == "failed"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        ctx.close()
