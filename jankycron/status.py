@@ -260,8 +260,11 @@ def rerun_command(job: Job, interval: Interval) -> str:
     several intervals starting that day, the time too, as ``Schedule.interval_on`` wants)."""
     day = interval.start.date()
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    same_day = list(itertools.islice(
-        job.schedule.intervals_starting(start, start + timedelta(days=1)), 2))
+    try:
+        same_day = list(itertools.islice(
+            job.schedule.intervals_starting(start, start + timedelta(days=1)), 2))
+    except Exception:  # a schedule that cannot be evaluated (logged by job_rows): the time form
+        same_day = []
     when = day.isoformat() if len(same_day) == 1 else fmt(interval.start)[:16]
     return f"jankycron run {job.name} --date {when}"
 

@@ -312,13 +312,15 @@ class _Alerts:
 
 
 def test_one_job_that_cannot_be_evaluated_does_not_stop_the_others(tmp_path: Path) -> None:
-    """The missed-run check still alerts the other overdue job, and the status grid still
-    lists every job."""
+    """The missed-run check still alerts the other overdue job, and the status grid and the
+    job's page still render (200, not a 500) listing every job."""
     good = job(schedule="0 3 * * *", table="a", key="id", name="good")(lambda run: iter(()))
     bad = job(schedule="0 4 * * *", table="b", key="id", name="bad")(lambda run: iter(()))
     object.__setattr__(bad, "schedule", _Broken("0 4 * * *"))
     registry = Registry({"good": good, "bad": bad})
+    (tmp_path / "jobs").mkdir()
     settings = Settings.from_env({"JANKYCRON_STATE_URL": f"sqlite:///{tmp_path / 's.db'}",
+                                  "JANKYCRON_JOBS_PATH": str(tmp_path / "jobs"),
                                   "JANKYCRON_HEARTBEAT": "1s"})
     ledger = Ledger.open(settings)
     now = datetime.now(UTC)
@@ -326,12 +328,22 @@ def test_one_job_that_cannot_be_evaluated_does_not_stop_the_others(tmp_path: Pat
         ledger.schedule_state(name)
         ledger._exec("UPDATE jc_schedule SET since = ? WHERE job = ?",
                      ((now - timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ"), name))
+    yesterday = good.schedule.latest_complete(now - timedelta(days=1))
+    ledger.finish_run(ledger.start_run("bad", yesterday), "failed", error="KeyError: 'id'")
     alerts = _Alerts()
     assert check_missed(ledger, registry, alerts, settings, now) == ["good"]
     assert alerts.missed == ["good"]
     rows = job_rows(registry, ledger, StatusState(settings), 3, now)
     assert [r.name for r in rows] == ["bad", "good"]
     ledger.close()
+
+    app = create_app(settings)
+    app.extensions["jankycron.status"]._registry = (time.monotonic(), registry, [])
+    client = app.test_client()
+    grid = client.get("/")
+    assert grid.status_code == 200
+    assert "bad" in grid.get_data(as_text=True) and "good" in grid.get_data(as_text=True)
+    assert client.get("/jobs/bad").status_code == 200
 
 
 # ------------------------------------------------------------------ one table, two keys
