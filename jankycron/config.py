@@ -28,6 +28,8 @@ DEFAULTS = {
     "JANKYCRON_LOAD_INTERVALS": "",
 }
 
+IMPORT_TIMEOUT = 10.0  # seconds one job file's import may take (JANKYCRON_IMPORT_TIMEOUT)
+
 STORE_SCHEMES = ("s3", "file")
 WAREHOUSE_SCHEMES = ("postgresql", "postgres", "duckdb", "redshift")
 STATE_SCHEMES = ("postgresql", "postgres", "sqlite")
@@ -170,7 +172,7 @@ class Settings:
     webhook_max_body: int = 16 * 1024**2
     # Discovery (jankycron/discovery.py): the longest a job file's import may take before the
     # file is reported broken and skipped ("import did not finish within 10s").
-    import_timeout: float = 10.0
+    import_timeout: float = IMPORT_TIMEOUT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -238,7 +240,7 @@ class Settings:
             if urlsplit(get("JANKYCRON_BROKER_URL")).scheme in ("redis", "rediss") else None,
             webhook_max_body=parse_size(opt("JANKYCRON_WEBHOOK_MAX_BODY") or "16MB",
                                         "JANKYCRON_WEBHOOK_MAX_BODY"),
-            import_timeout=parse_duration(opt("JANKYCRON_IMPORT_TIMEOUT") or "10s",
+            import_timeout=parse_duration(opt("JANKYCRON_IMPORT_TIMEOUT") or IMPORT_TIMEOUT,
                                           "JANKYCRON_IMPORT_TIMEOUT"),
         )
 

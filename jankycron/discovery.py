@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import IMPORT_TIMEOUT
 from .errors import UnknownJob, line_in
 from .job import Job
 
@@ -210,7 +211,7 @@ def _one_key_per_table(jobs: dict[str, Job], shown_folder: Path | str) -> list[J
     return errors
 
 
-def discover(jobs_path: Path | str, import_timeout: float = 10.0
+def discover(jobs_path: Path | str, import_timeout: float = IMPORT_TIMEOUT
              ) -> tuple[Registry, list[JobFileError]]:
     """Import every job file in ``jobs_path``, each within ``import_timeout`` seconds; return
     the jobs and the per-file errors."""
