@@ -29,6 +29,8 @@ DEFAULTS = {
     "JANKYCRON_LOAD_INTERVALS": "",
 }
 
+IMPORT_TIMEOUT = 10.0  # seconds one job file's import may take (JANKYCRON_IMPORT_TIMEOUT)
+
 STORE_SCHEMES = ("s3", "file")
 WAREHOUSE_SCHEMES = ("postgresql", "postgres", "duckdb", "redshift")
 STATE_SCHEMES = ("postgresql", "postgres", "sqlite")
@@ -162,6 +164,9 @@ class Settings:
     # Secret values of the environment Settings were built from, by name and in URLs
     # (scrub.environ_secrets): job settings such as GITHUB_TOKEN or MAILGUN_API_KEY, too.
     environ_secrets: tuple[str, ...] = field(default=(), repr=False)
+    # Discovery (jankycron/discovery.py): the longest a job file's import may take before the
+    # file is reported broken and skipped ("import did not finish within 10s").
+    import_timeout: float = IMPORT_TIMEOUT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -232,6 +237,8 @@ class Settings:
             webhook_max_body=parse_size(opt("JANKYCRON_WEBHOOK_MAX_BODY") or "16MB",
                                         "JANKYCRON_WEBHOOK_MAX_BODY"),
             environ_secrets=tuple(environ_secrets(environ)),
+            import_timeout=parse_duration(opt("JANKYCRON_IMPORT_TIMEOUT") or IMPORT_TIMEOUT,
+                                          "JANKYCRON_IMPORT_TIMEOUT"),
         )
 
     def load_interval_of(self, table: str) -> float:

@@ -50,6 +50,10 @@ class JobDefinitionError(TerminalError):
     """A job file or an ``@job(...)`` call is malformed."""
 
 
+class JobExited(TerminalError):  # noqa: N818 - reads as what happened
+    """A job's code called ``sys.exit`` or ``os._exit``: its run fails, the process goes on."""
+
+
 class UnknownJob(TerminalError):  # noqa: N818
     """No job of that name was discovered."""
 

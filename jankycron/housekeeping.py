@@ -147,25 +147,35 @@ def check_missed(ledger: Ledger, registry: Registry, alerts: Any, settings: Sett
     Returns the overdue jobs' names."""
     overdue = []
     for job in registry:
-        state = ledger.schedule_state(job.name)
-        wait = grace(job, settings)
-        expected = job.schedule.latest_complete(now - wait)
-        first = ledger.first_interval_end(job.name)
-        watched_from = min(filter(None, (parse_fmt(state["since"]), first)))
-        if expected.end <= watched_from:
-            continue
-        if any(landed(run, expected) for run in ledger.runs_of(job.name, expected)):
-            continue
-        overdue.append(job.name)
-        last = ledger.last_success(job.name, before=expected.end)
-        marker = fmt(last) if last else "never"
-        if state["missed_alerted"] == marker:
-            continue  # already alerted for this episode
-        log.warning("[%s] missed: interval %s has not landed (due by %s); newest done interval "
-                    "ends %s", job.name, expected, fmt(expected.end + wait), marker)
-        alerts.run_missed(job, last, expected.end + wait, interval=expected)
-        ledger.set_missed_alerted(job.name, marker)
+        try:  # one job that cannot be checked must not stop the others' missed-run alerts
+            if _check_missed_job(ledger, job, alerts, settings, now):
+                overdue.append(job.name)
+        except Exception as e:
+            log.error("[%s] missed-run check failed: %s: %s", job.name, type(e).__name__, e)
     return overdue
+
+
+def _check_missed_job(ledger: Ledger, job: Job, alerts: Any, settings: Settings,
+                      now: datetime) -> bool:
+    """``check_missed`` for one job: is it overdue (alerting once per episode)?"""
+    state = ledger.schedule_state(job.name)
+    wait = grace(job, settings)
+    expected = job.schedule.latest_complete(now - wait)
+    first = ledger.first_interval_end(job.name)
+    watched_from = min(filter(None, (parse_fmt(state["since"]), first)))
+    if expected.end <= watched_from:
+        return False
+    if any(landed(run, expected) for run in ledger.runs_of(job.name, expected)):
+        return False
+    last = ledger.last_success(job.name, before=expected.end)
+    marker = fmt(last) if last else "never"
+    if state["missed_alerted"] == marker:
+        return True  # already alerted for this episode
+    log.warning("[%s] missed: interval %s has not landed (due by %s); newest done interval "
+                "ends %s", job.name, expected, fmt(expected.end + wait), marker)
+    alerts.run_missed(job, last, expected.end + wait, interval=expected)
+    ledger.set_missed_alerted(job.name, marker)
+    return True
 
 
 # ------------------------------------------------------------------------------- orphans

@@ -100,6 +100,9 @@ COLUMNS = [
     ("jc_batches", "rows_replaced", "INTEGER NOT NULL DEFAULT 0"),
     ("jc_runs", "rows_replaced", "INTEGER NOT NULL DEFAULT 0"),
     ("jc_batches", "error", "TEXT"),  # why the batch is corrupt (kept once superseded)
+    # the merge key the batch was staged for, as a JSON list; the loader refuses to merge it
+    # by another (a table has one key); NULL: staged before this was recorded
+    ("jc_batches", "merge_key", "TEXT"),
 ]
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS jc_runs_task ON jc_runs (task_id)",
@@ -132,6 +135,7 @@ class Batch:
     rows: int
     key_counts: dict[str, int]
     replaces: bool = True  # does a newer run of its interval supersede it (Job.rerun_replaces)?
+    merge_key: tuple[str, ...] | None = None  # the key it was staged for (None: not recorded)
 
     @property
     def is_replay(self) -> bool:
@@ -483,15 +487,15 @@ class Ledger:
     # ---------------------------------------------------------------- batches
     def add_batch(self, run_id: str, job: str, interval: Interval, table: str,
                   manifest_key: str, rows: int, key_counts: dict[str, int],
-                  replaces: bool = True) -> str:
+                  replaces: bool = True, key: tuple[str, ...] | None = None) -> str:
         batch_id = f"{run_id}.{table}"
         self._exec(
             "INSERT INTO jc_batches (id, run_id, job, table_name, interval_start, interval_end,"
-            " manifest_key, rows, key_counts, status, created_at, replaces)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " manifest_key, rows, key_counts, status, created_at, replaces, merge_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (batch_id, run_id, job, table, fmt(interval.start), fmt(interval.end), manifest_key,
              rows, json.dumps(key_counts, sort_keys=True), BatchStatus.PENDING, now(),
-             int(replaces)),
+             int(replaces), json.dumps(list(key)) if key else None),
         )
         return batch_id
 
@@ -536,7 +540,8 @@ class Ledger:
             Batch(r["id"], r["run_id"], r["job"], r["table_name"],
                   Interval(parse_fmt(r["interval_start"]), parse_fmt(r["interval_end"])),
                   r["manifest_key"], r["rows"], json.loads(r["key_counts"]),
-                  r["replaces"] is None or bool(r["replaces"]))
+                  r["replaces"] is None or bool(r["replaces"]),
+                  tuple(json.loads(r["merge_key"])) if r["merge_key"] else None)
             for r in rows
         ]
 

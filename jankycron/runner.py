@@ -18,20 +18,26 @@ next load, and the run shows ``staged``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from . import deadletters
 from .config import Settings
 from .errors import (
     JankycronError,
+    JobExited,
     LedgerUnavailable,
     SkipRun,
     TerminalError,
@@ -138,6 +144,80 @@ def _key(ctx: Context, key: tuple[str, ...], prefill: Prefill | None = None
     return key if ctx.warehouse.direct_loads and prefill is None else None
 
 
+class JobCalledExit(SystemExit):
+    """``os._exit(code)`` called by a job's code while it runs (see ``no_process_exit``)."""
+
+
+_real_exit = os._exit
+_exit_lock = threading.Lock()
+_exit_guards = 0  # runs of job code in progress that hold os._exit (threads run several)
+
+
+@contextlib.contextmanager
+def no_process_exit() -> Iterator[None]:
+    """While a job's code runs, ``os._exit`` raises ``JobCalledExit`` instead of ending the
+    process on the spot (no cleanup: the run would stay ``running`` and ``run --local`` exit 0
+    after that). The run then fails as for ``sys.exit``. Called from a thread the job started,
+    it ends only that thread. Code holding its own reference (``from os import _exit``) is not
+    covered; that run is found by its stopped heartbeat and marked lost by the sweeper."""
+    global _exit_guards
+
+    def refuse(code: int) -> None:
+        if _in_signal_handler(sys._getframe(1)):  # the process's own shutdown: let it end
+            _real_exit(code)
+        raise JobCalledExit(code)
+
+    with _exit_lock:
+        if _exit_guards == 0:
+            os._exit = refuse
+        _exit_guards += 1
+    try:
+        yield
+    finally:
+        with _exit_lock:
+            _exit_guards -= 1
+            if _exit_guards == 0:
+                os._exit = _real_exit
+
+
+def _in_signal_handler(frame: FrameType | None) -> bool:
+    """Is ``frame``, or a frame it was called from, a Python signal handler? Exits requested
+    there (billiard's pool child on SIGTERM, Celery's warm shutdown in a solo worker) are the
+    process's, not the job's."""
+    codes = set()
+    for signum in signal.valid_signals():
+        try:
+            code = getattr(signal.getsignal(signum), "__code__", None)
+        except (OSError, ValueError):
+            continue
+        if code is not None:
+            codes.add(code)
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def as_failure(exc: BaseException, job: Job) -> BaseException:
+    """The error a run fails with: a ``sys.exit``/``os._exit`` inside the job becomes
+    ``JobExited`` (the run fails; the process, a worker or the CLI, goes on); others are
+    themselves (KeyboardInterrupt stays the operator's Ctrl-C)."""
+    if not isinstance(exc, SystemExit):
+        return exc
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None and _in_signal_handler(tb.tb_frame):
+        return exc
+    line = line_in(exc, job.source_file) if job.source_file else None
+    where = f" ({Path(job.source_file or '').name} line {line})" if line else ""
+    what = (f"called os._exit({exc.code!r})" if isinstance(exc, JobCalledExit) else
+            f"raised SystemExit({', '.join(map(repr, exc.args))})")
+    return JobExited(f"it {what}{where}; a job ends by returning or raising an error, not by "
+                     "exiting")
+
+
 def extract(ctx: Context, job: Job, run: Run,
             prefills: dict[str, Prefill | None] | None = None) -> tuple[int, int]:
     """Run the job's generator into staged batches; returns (extracted, staged) counts.
@@ -190,7 +270,8 @@ def extract(ctx: Context, job: Job, run: Run,
         deadletters.write(store, ledger, rejects)
         for b in staged:
             ledger.add_batch(run.run_id, job.name, run.interval, b.table, b.manifest_key,
-                             b.rows, b.key_counts, replaces=job.rerun_replaces)
+                             b.rows, b.key_counts, replaces=job.rerun_replaces,
+                             key=job.tables[b.table])
         ledger.save_state(job.name, run.state)
     return extracted, rows
 
@@ -254,7 +335,8 @@ def _run(ctx: Context, job: Job, interval: Interval, run_id: str, load: bool) ->
         if load:
             prefills = {t: ctx.loader.prefill(t, key, f"{run_id}.{t}")
                         for t, key in job.tables.items()}
-        extracted, staged = extract(ctx, job, run, prefills)
+        with no_process_exit():  # the job's code runs in here
+            extracted, staged = extract(ctx, job, run, prefills)
     except BaseException as e:
         for p in prefills.values():
             if p:
@@ -263,14 +345,18 @@ def _run(ctx: Context, job: Job, interval: Interval, run_id: str, load: bool) ->
             ledger.finish_run(run_id, RunStatus.SKIPPED, error=str(e) or None)
             run.log.info("skipped: %s", e)
             return ledger.run(run_id)
-        _record_failure(ctx, run, describe(e, job))
+        failure = as_failure(e, job)
+        _record_failure(ctx, run, describe(failure, job))
         # A transient failure is a warning: it is retried, and the alert (one per run, after
         # the last attempt) is the caller's; an ERROR line would page (Sentry) per attempt.
         # Marked so that Sentry drops this line's event: the alert for the run is the event
         # (alerts.Alerts.run_failed), one per run, not one per log line.
         run.log.log(logging.WARNING if isinstance(e, TransientError) else logging.ERROR,
-                    "failed: %s", describe(e, job), exc_info=not isinstance(e, JankycronError),
+                    "failed: %s", describe(failure, job),
+                    exc_info=not isinstance(failure, JankycronError),
                     extra={ALERTED_BY_CALLER: True})
+        if failure is not e:
+            raise failure from e
         raise
     try:
         run.log.info("staged %d of %d records", staged, extracted)
@@ -389,7 +475,7 @@ def replay(ctx: Context, table: str, key: tuple[str, ...], run_id: str | None = 
             ledger.finish_run(new_run, RunStatus.FAILED, error=describe(e))
             raise
         ledger.add_batch(new_run, job_name, interval, table, staged.manifest_key, staged.rows,
-                         staged.key_counts)
+                         staged.key_counts, key=key)
         ledger.mark_replayed(items)  # their records are in the pending replay batch now
         ledger.finish_run(new_run, RunStatus.STAGED, rows_extracted=staged.rows,
                           rows_staged=staged.rows, rows_rejected=0)

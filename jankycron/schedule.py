@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from .errors import ConfigError, JobDefinitionError
 
@@ -53,6 +53,7 @@ class Schedule:
             )
         if not croniter.is_valid(self.expr):
             raise JobDefinitionError(f"schedule {self.expr!r} is not a valid cron expression")
+        check_fires(self.expr)
 
     def next_fire(self, after: datetime) -> datetime:
         """The first fire time strictly after ``after``."""
@@ -109,6 +110,26 @@ class Schedule:
             f"{len(found)} intervals of {self.expr!r} start on {day.isoformat()}; give a time "
             f"(--date {fmt(found[0].start)[:16]}) or use backfill for the whole day"
         )
+
+
+FIRES_WITHIN_YEARS = 5  # a schedule must fire within this horizon, both ways from now
+
+
+def check_fires(expr: str, now: datetime | None = None) -> None:
+    """Refuse a cron expression that croniter accepts but that never fires, or fires less
+    often than every FIRES_WITHIN_YEARS years (``0 0 31 2 *``, ``0 0 30 2 *``): a run covers
+    [previous fire, this fire), so both must exist. The search is bounded by that horizon."""
+    now = utc(now or datetime.now(UTC))
+    try:
+        for backwards in (False, True):
+            it = croniter(expr, now, max_years_between_matches=FIRES_WITHIN_YEARS)
+            fire = (it.get_prev if backwards else it.get_next)(datetime)
+            if abs(utc(fire) - now) > timedelta(days=366 * FIRES_WITHIN_YEARS):
+                raise CroniterBadDateError(expr)
+    except CroniterBadDateError:
+        raise JobDefinitionError(
+            f"schedule {expr!r} never fires (no fire time within {FIRES_WITHIN_YEARS} years); "
+            "check the day of month against the month") from None
 
 
 # The span of dates an operator may name (``--date``, ``--start``/``--end``, ``--since``):

@@ -88,7 +88,8 @@ class StatusState:
         """The jobs folder, discovered again at most every REGISTRY_TTL seconds."""
         with self._lock:
             if self._registry is None or time.monotonic() - self._registry[0] > REGISTRY_TTL:
-                registry, errors = discover(self.settings.jobs_path)
+                registry, errors = discover(self.settings.jobs_path,
+                                            self.settings.import_timeout)
                 self._registry = (time.monotonic(), registry, errors)
             return self._registry[1], self._registry[2]
 
@@ -268,8 +269,11 @@ def rerun_command(job: Job, interval: Interval, now: datetime | None = None) -> 
         return None
     day = interval.start.date()
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    same_day = list(itertools.islice(
-        job.schedule.intervals_starting(start, start + timedelta(days=1)), 2))
+    try:
+        same_day = list(itertools.islice(
+            job.schedule.intervals_starting(start, start + timedelta(days=1)), 2))
+    except Exception:  # a schedule that cannot be evaluated (logged by job_rows): the time form
+        same_day = []
     when = day.isoformat() if len(same_day) == 1 else fmt(interval.start)[:16]
     return f"jankycron run {job.name} --date {when}"
 
@@ -318,13 +322,17 @@ def job_rows(registry: Registry, ledger: Ledger, state: StatusState, days: int,
             by_day[interval.start.date()][interval] = interval_view(
                 job, interval, run, now, wait, watched.get(name))
         if job is not None:
-            for day, found in by_day.items():
-                day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-                for interval in itertools.islice(job.schedule.intervals_starting(
-                        day_start, day_start + timedelta(days=1)), PER_DAY_CAP):
-                    if interval not in found:
-                        found[interval] = interval_view(job, interval, None, now, wait,
-                                                        watched.get(name))
+            try:  # one job whose schedule cannot be evaluated shows its runs, not a 500
+                for day, found in by_day.items():
+                    day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+                    for interval in itertools.islice(job.schedule.intervals_starting(
+                            day_start, day_start + timedelta(days=1)), PER_DAY_CAP):
+                        if interval not in found:
+                            found[interval] = interval_view(job, interval, None, now, wait,
+                                                            watched.get(name))
+            except Exception as e:
+                log.error("[%s] status grid: schedule %r: %s: %s", name, job.schedule.expr,
+                          type(e).__name__, e)
         cells = []
         for day, found in by_day.items():
             views = [found[k] for k in sorted(found)]
@@ -452,8 +460,17 @@ def job_page(name: str) -> tuple[str, int]:
                  selected=selected, day=day, day_invalid=bool(day_arg) and
                  day.isoformat() != day_arg[:10],
                  routes=[route_view(r) for r in (job.alert if job else ())],
-                 next_fire=job.schedule.next_fire(now) if job else None,
+                 next_fire=_next_fire(job, now),
                  wait=grace(job, state.settings) if job else None, duration=_duration)
+
+
+def _next_fire(job: Job | None, now: datetime) -> datetime | None:
+    try:
+        return job.schedule.next_fire(now) if job else None
+    except Exception as e:  # as in job_rows: the page still renders
+        log.error("[%s] status page: schedule %r: %s: %s", job and job.name,
+                  job and job.schedule.expr, type(e).__name__, e)
+        return None
 
 
 def _day_cell(job: Job, day: date, state: StatusState, now: datetime) -> Cell:

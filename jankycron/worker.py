@@ -24,7 +24,7 @@ from .scrub import install_log_filter
 log = logging.getLogger(__name__)
 
 settings = Settings.from_env(os.environ)
-registry, errors = discover(settings.jobs_path)
+registry, errors = discover(settings.jobs_path, settings.import_timeout)
 app = make_celery(settings, registry)
 scrubber = settings.scrubber()
 

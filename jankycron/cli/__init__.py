@@ -37,7 +37,7 @@ class App:
 
     def discovered(self) -> tuple[Registry, list]:
         if self._registry is None:
-            self._registry = discover(self.settings.jobs_path)
+            self._registry = discover(self.settings.jobs_path, self.settings.import_timeout)
         return self._registry
 
     def _job(self, name: str) -> Any:

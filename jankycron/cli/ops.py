@@ -26,17 +26,23 @@ def jobs_cmd(app: App, as_json: bool) -> None:
     """Every job: schedule, tables, next run, last run's status."""
     now = datetime.now(UTC)
     last = app.ctx.ledger.last_runs()
-    rows = [
-        {"name": j.name, "schedule": j.schedule.expr, "tables": list(j.tables),
-         "next_run": fmt(j.schedule.next_fire(now)),
-         "last_status": last.get(j.name, {}).get("status"), "owner": j.owner,
-         "file": os.path.relpath(j.source_file) if j.source_file else None,
-         "catchup": j.catchup}
-        for j in app.registry
-    ]
+    rows = []
+    for j in app.registry:
+        try:  # one job whose schedule cannot be evaluated must not hide the others
+            next_run: str | None = fmt(j.schedule.next_fire(now))
+        except Exception as e:
+            next_run = None
+            click.echo(f"warning: job {j.name}: schedule {j.schedule.expr!r}: "
+                       f"{type(e).__name__}: {e}", err=True)
+        rows.append(
+            {"name": j.name, "schedule": j.schedule.expr, "tables": list(j.tables),
+             "next_run": next_run,
+             "last_status": last.get(j.name, {}).get("status"), "owner": j.owner,
+             "file": os.path.relpath(j.source_file) if j.source_file else None,
+             "catchup": j.catchup})
     if as_json:
         return _dump(rows)
-    _table([[r["name"], r["schedule"], ",".join(r["tables"]), r["next_run"],
+    _table([[r["name"], r["schedule"], ",".join(r["tables"]), r["next_run"] or "-",
              r["last_status"] or "-"] for r in rows],
            ["JOB", "SCHEDULE", "TABLES", "NEXT RUN", "LAST STATUS"])
 

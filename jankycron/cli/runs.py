@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from ..config import Settings, redact
-from ..errors import ConfigError, JankycronError, RunTimedOut
+from ..errors import ConfigError, JankycronError, JobExited, RunTimedOut
 from ..job import Job
 from ..runner import describe, load_tables, run_job
 from ..schedule import (
@@ -132,6 +132,8 @@ def run_cmd(app: App, job_name: str, day: str | None, local: bool, no_wait: bool
         try:
             with time_limit(job):
                 row = run_job(app.ctx, job, interval)
+        except JobExited as e:  # as the workers say it (celery_app: "job X failed: ...")
+            raise JankycronError(f"job {job.name} failed: {e}") from None
         except JankycronError:
             raise
         except Exception as e:  # the job's own bug: recorded in the ledger, one line here

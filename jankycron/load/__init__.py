@@ -211,6 +211,20 @@ def choose(pending: list[Batch]) -> tuple[list[Batch], list[Batch]]:
     return [b for b in pending if b.id not in gone], superseded
 
 
+def _check_key(table: str, key: tuple[str, ...], batches: list[Batch]) -> None:
+    """A table has one merge key: refuse to merge batches staged for another (two jobs, or
+    two versions of one, feeding it by different keys would delete each other's rows). They
+    stay pending; a rerun of their interval with the agreed key supersedes them."""
+    other = [b for b in batches if b.merge_key is not None and b.merge_key != key]
+    if other:
+        b = other[0]
+        raise TerminalError(
+            f"table {table}: not merged by ({', '.join(key)}): {len(other)} pending batch(es) "
+            f"were staged for merge key ({', '.join(b.merge_key or ())}), e.g. {b.id} of job "
+            f"{b.job}; a table has one merge key (see jankycron check). They stay pending; "
+            "after a key change, rerun their intervals to restage them")
+
+
 class Loader:
     def __init__(self, settings: Settings, ledger: Ledger, store: Store, warehouse: Warehouse,
                  progress: Progress | None = None, locks: RedisLocks | None = None,
@@ -345,6 +359,7 @@ class Loader:
             batches, superseded = choose(pending)
             if not pending:
                 return result
+            _check_key(table, key, batches)
             rows = sum(b.rows for b in batches)
             self.progress(f"{table}: loading {len(batches)} batch(es), {rows:,} rows")
             if filled and not self._fits(filled, batches, columns):
