@@ -307,7 +307,7 @@ class _Alerts:
     def __init__(self) -> None:
         self.missed: list[str] = []
 
-    def run_missed(self, job: Any, last: Any, due: Any) -> None:
+    def run_missed(self, job: Any, last: Any, due: Any, interval: Any = None) -> None:
         self.missed.append(job.name)
 
 
