@@ -488,6 +488,19 @@ def _day_cell(job: Job, day: date, state: StatusState, now: datetime) -> Cell:
                       for i in sorted(intervals)])
 
 
+def _masked_reasons(reasons: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Dead-letter reasons counted as the page shows them: with the quoted values masked, the
+    reasons that differ only in a customer's value (every card number a column refused) are
+    one row, the most frequent first."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in reasons:
+        shown = mask_values(r["reason"] or "")
+        row = rows.setdefault((r["job"], shown), {**r, "reason": shown, "n": 0})
+        row["n"] += int(r["n"])
+        row["last_at"] = max(row["last_at"] or "", r["last_at"] or "") or None
+    return sorted(rows.values(), key=lambda r: (-r["n"], r["reason"]))
+
+
 @bp.get("/loader")
 def loader_page() -> tuple[str, int]:
     state = status_state()
@@ -503,7 +516,7 @@ def loader_page() -> tuple[str, int]:
              "failures": 0, "last_failure_at": None, "last_error": None, "corrupt": 0}
     views = []
     for table in tables:
-        letters = [r for r in reasons if r["table_name"] == table]
+        letters = _masked_reasons(r for r in reasons if r["table_name"] == table)
         views.append({"name": table, **{**empty, **queues.get(table, {})},
                       "holder": holders.get(table), "batches": [
                           b for b in batches if b["table_name"] == table],
