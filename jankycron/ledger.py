@@ -11,20 +11,35 @@ A batch whose staged objects are damaged is ``corrupt`` (quarantined, with the r
 ``error``): no longer pending, and its run ``failed`` with that reason once none of its batches
 is pending. A newer batch of the same job, interval and table that loads supersedes it (unless
 the job's reruns do not replace), and the run becomes ``superseded``, keeping the reason.
+
+Opening a ledger whose schema is current takes no table lock: it reads one row of ``jc_meta``
+(the schema version) outside any transaction. Only an older ledger is upgraded, once, under an
+advisory lock (see ``Ledger._upgrade``).
+
+Lock order. Every transaction that writes several tables takes them in this order, so that two
+of them cannot wait on each other: ``jc_schedule``, ``jc_batches``, ``jc_deadletters``,
+``jc_job_state``, ``jc_table_state``, and ``jc_runs`` last (a run's row is the roll-up of the
+others); rows of one table in ascending id. PostgreSQL may still abort a transaction as a
+deadlock victim or a serialization failure (a schema upgrade's DDL beside running loads, rows
+locked by a statement's plan); such a transaction is run again from the start (``Ledger.atomic``,
+``RETRIES`` tries with jittered backoff), and only when every try failed does the caller see
+``LedgerUnavailable`` (transient: the run's task is retried), never a failed run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .config import Settings, redact
@@ -108,6 +123,16 @@ INDEXES = [
     "CREATE INDEX IF NOT EXISTS jc_runs_task ON jc_runs (task_id)",
     "CREATE INDEX IF NOT EXISTS jc_runs_status ON jc_runs (status)",
 ]
+# SCHEMA, COLUMNS and INDEXES are append-only: the schema version is how many steps they hold,
+# so a change (from any branch) raises it and every ledger upgrades once. A ledger written by
+# newer code (a higher version) is current for older code: it only has more columns.
+SCHEMA_VERSION = len(SCHEMA) + len(COLUMNS) + len(INDEXES)
+META = "CREATE TABLE IF NOT EXISTS jc_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+
+RETRIES = 8  # tries of a transaction PostgreSQL aborted as a deadlock / serialization failure
+RETRY_PAUSE = 0.05  # seconds before the 2nd try; doubles, at most 2 s, each time jittered
+
+T = TypeVar("T")
 
 
 REPLAY_PREFIX = "replay/"  # where replayed dead letters are staged (see runner.replay)
@@ -164,13 +189,10 @@ class Ledger:
         parts = urlsplit(url)
         self.kind = "sqlite" if parts.scheme == "sqlite" else "postgresql"
         self._depth = 0  # nesting of transaction(): inner ones join the outer one
+        self._conflict: tuple[type[BaseException], ...] = ()  # aborted, safe to run again
         self.conn = self._connect()
-        with self.transaction() as cur:
-            if self.kind == "postgresql":  # two processes creating a fresh ledger at once
-                cur.execute("SELECT pg_advisory_xact_lock(4242001)")  # ... would collide
-            for stmt in SCHEMA:
-                cur.execute(stmt)
-            self._upgrade(cur)
+        if self._retrying(self._version) < SCHEMA_VERSION:
+            self.atomic(self._upgrade)
 
     def _connect(self) -> Any:
         url = self.url
@@ -193,6 +215,8 @@ class Ledger:
                                         keepalives_interval=5, keepalives_count=3)
                 conn.autocommit = True
                 self._lost = (psycopg2.OperationalError, psycopg2.InterfaceError)
+                # 40001 serialization failure, 40P01 deadlock (an OperationalError subclass)
+                self._conflict = (psycopg2.extensions.TransactionRollbackError,)
         except ConfigError:
             raise
         except (sqlite3.Error, OSError) as e:
@@ -230,6 +254,8 @@ class Ledger:
             yield
         except LedgerUnavailable:
             raise
+        except self._conflict:
+            raise  # not an outage: _retrying runs the statement or transaction again
         except self._lost as e:
             code = getattr(e, "sqlite_errorcode", None)
             if code is not None and code & 0xFF not in _SQLITE_UNAVAILABLE:
@@ -249,7 +275,56 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        """One transaction; a ``transaction()`` inside another joins it (all or nothing)."""
+        """One transaction; a ``transaction()`` inside another joins it (all or nothing).
+
+        A ``with`` body cannot be run again: an outermost one that PostgreSQL aborts as a
+        deadlock victim raises ``LedgerUnavailable``. Bookkeeping uses ``atomic``, which
+        retries."""
+        if self._depth:
+            with self._transaction() as cur:
+                yield cur
+            return
+        try:
+            with self._transaction() as cur:
+                yield cur
+        except self._conflict as e:
+            raise self._busy(e, 1) from None
+
+    def atomic(self, body: Callable[[Any], T]) -> T:
+        """``body(cursor)`` in one transaction, all or nothing, and its result. Run again from
+        the start (after a jittered pause) when PostgreSQL aborts it as a deadlock victim or a
+        serialization failure, ``RETRIES`` tries in all: so ``body`` must only touch the
+        ledger, or do what is safe to do twice. Inside another transaction it joins that one
+        (the outermost ``atomic`` retries the whole)."""
+        def once() -> T:
+            with self._transaction() as cur:
+                return body(cur)
+
+        return once() if self._depth else self._retrying(once)
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        """The one place aborted transactions are retried (``atomic``, and every statement run
+        outside a transaction: each is a transaction of its own)."""
+        if self._depth or not self._conflict:
+            return fn()
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return fn()
+            except self._conflict as e:
+                if attempt == RETRIES:
+                    raise self._busy(e, attempt) from None
+                pause = min(2.0, RETRY_PAUSE * 2 ** (attempt - 1))
+                log.warning("ledger: %s; trying again (%d of %d)", _first(e), attempt + 1,
+                            RETRIES)
+                time.sleep(random.uniform(pause / 2, pause))
+        raise AssertionError("unreachable")
+
+    def _busy(self, e: BaseException, tries: int) -> LedgerUnavailable:
+        return LedgerUnavailable(f"ledger {redact(self.url)} is busy ({_first(e)}; "
+                                 f"{tries} tr{'y' if tries == 1 else 'ies'})")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
         if self._depth:
             self._depth += 1
             try:
@@ -273,19 +348,51 @@ class Ledger:
             cur.execute("COMMIT")
 
     def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        with self._errors():
-            cur = self._cursor()
-            cur.execute(self._sql(sql), tuple(args))
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        def once() -> list[dict[str, Any]]:
+            with self._errors():
+                cur = self._cursor()
+                cur.execute(self._sql(sql), tuple(args))
+                names = [d[0] for d in cur.description]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+        return self._retrying(once)
 
     def _exec(self, sql: str, args: Iterable[Any] = ()) -> None:
+        def once() -> None:
+            with self._errors():
+                self._cursor().execute(self._sql(sql), tuple(args))
+
+        self._retrying(once)
+
+    def _version(self) -> int:
+        """The ledger's schema version (0: none recorded, a new or pre-versioning ledger), read
+        outside any transaction: one row of ``jc_meta``, no lock on the other tables."""
         with self._errors():
-            self._cursor().execute(self._sql(sql), tuple(args))
+            cur = self._cursor()
+            try:
+                cur.execute("SELECT value FROM jc_meta WHERE key = 'schema_version'")
+            except Exception as e:
+                if _missing_table(e):
+                    return 0
+                raise
+            row = cur.fetchone()
+        return int(row[0]) if row else 0
 
     def _upgrade(self, cur: _Cursor) -> None:
-        """Add the columns of COLUMNS that an older ledger lacks (idempotent; inside the
-        schema transaction, so two processes opening an old ledger at once do not race)."""
+        """Bring an older ledger to SCHEMA_VERSION: create the tables and indexes, add the
+        columns of COLUMNS it lacks (idempotent), record the version. One transaction under
+        an advisory lock, so two processes opening an old ledger at once do not race; the
+        second finds the version current and does nothing. Its DDL locks tables, in SCHEMA's
+        order, once per version: a deadlock with a load then is retried like any other."""
+        if self.kind == "postgresql":
+            cur.execute("SELECT pg_advisory_xact_lock(4242001)")
+        cur.execute(META)
+        cur.execute("SELECT value FROM jc_meta WHERE key = 'schema_version'")
+        row = cur.fetchone()
+        if row and int(row[0]) >= SCHEMA_VERSION:
+            return
+        for stmt in SCHEMA:
+            cur.execute(stmt)
         for table, column, kind in COLUMNS:
             if self.kind == "sqlite":
                 cur.execute("SELECT 1 FROM pragma_table_info(?) WHERE name = ?", (table, column))
@@ -298,13 +405,19 @@ class Ledger:
                 cur.execute(f"ALTER TABLE {table} ADD COLUMN {guard}{column} {kind}")
         for stmt in INDEXES:
             cur.execute(stmt)
+        cur.execute("INSERT INTO jc_meta (key, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(SCHEMA_VERSION),))
 
     def _count(self, sql: str, args: Iterable[Any] = ()) -> int:
         """Execute and return how many rows it changed."""
-        with self._errors():
-            cur = self._cursor()
-            cur.execute(self._sql(sql), tuple(args))
-            return cur.rowcount
+        def once() -> int:
+            with self._errors():
+                cur = self._cursor()
+                cur.execute(self._sql(sql), tuple(args))
+                return cur.rowcount
+
+        return self._retrying(once)
 
     # ---------------------------------------------------------------- runs
     def start_run(self, job: str, interval: Interval, *, attempt: int | None = None,
@@ -549,14 +662,17 @@ class Ledger:
         """Quarantine a pending batch (``corrupt``, with why) and roll its run up; False if it
         was no longer pending (another loader got there first: it reports, not us)."""
         at = now()
-        with self.transaction() as cur:
+
+        def body(cur: _Cursor) -> bool:
             cur.execute("UPDATE jc_batches SET status = ?, error = ?, loaded_at = ? WHERE id = ? "
                         "AND status = ?", (BatchStatus.CORRUPT, error[:2000], at, batch_id,
                                            BatchStatus.PENDING))
             if cur.rowcount != 1:
                 return False
             self._roll_up(cur, batch_id.rsplit(".", 1)[0], at)
-        return True
+            return True
+
+        return self.atomic(body)
 
     def corrupt_batches(self, table: str | None = None) -> list[dict[str, Any]]:
         """Quarantined batches (not yet superseded by a rerun), oldest interval first."""
@@ -581,9 +697,11 @@ class Ledger:
         replaced by a later line of the batch with the same key; 0 if left out]).
         """
         at = now()
-        replaced: set[str] = set()  # runs of quarantined batches superseded here
-        with self.transaction() as cur:
-            for bid, (status, loaded, rejected, dropped, *more) in outcomes.items():
+
+        def body(cur: _Cursor) -> None:
+            replaced: set[str] = set()  # runs of quarantined batches superseded here
+            # batches in id order, then the runs (the module's lock order)
+            for bid, (status, loaded, rejected, dropped, *more) in sorted(outcomes.items()):
                 cur.execute(
                     "UPDATE jc_batches SET status = ?, loaded_at = ?, rows_loaded = ?, "
                     "rows_rejected = ?, dropped_keys = ?, rows_replaced = ? WHERE id = ?",
@@ -617,6 +735,8 @@ class Ledger:
             run_ids = {bid.rsplit(".", 1)[0] for bid in outcomes} | replaced
             for run_id in sorted(run_ids):
                 self._roll_up(cur, run_id, at)
+
+        self.atomic(body)
 
     def _roll_up(self, cur: _Cursor, run_id: str, at: str) -> None:
         cur.execute("SELECT status, rows_loaded, rows_rejected, dropped_keys, rows_replaced, "
@@ -658,8 +778,9 @@ class Ledger:
 
     # ---------------------------------------------------------------- dead letters
     def add_deadletters(self, letters: Iterable[DeadLetter]) -> None:
-        at = now()
-        with self.transaction() as cur:
+        at, letters = now(), list(letters)
+
+        def body(cur: _Cursor) -> None:
             for d in letters:
                 cur.execute(
                     "INSERT INTO jc_deadletters (batch_id, phase, line, table_name, job, run_id,"
@@ -669,12 +790,18 @@ class Ledger:
                      self._text(d.reason, 2000), d.record, d.object_key, at),
                 )
 
+        self.atomic(body)
+
     def mark_replayed(self, letters: Iterable[dict[str, Any]]) -> None:
         """Take dead letters off the open list: their records are in a replay batch now."""
-        with self.transaction() as cur:
+        letters = sorted(letters, key=lambda d: (d["batch_id"], d["phase"], d["line"]))
+
+        def body(cur: _Cursor) -> None:
             for d in letters:
                 cur.execute("UPDATE jc_deadletters SET status = 'replayed' WHERE batch_id = ? AND "
                             "phase = ? AND line = ?", (d["batch_id"], d["phase"], d["line"]))
+
+        self.atomic(body)
 
     def deadletters(self, table: str | None = None, run_id: str | None = None,
                     limit: int | None = 1000) -> list[dict[str, Any]]:
@@ -724,6 +851,12 @@ class _Cursor:
 # SQLite's primary result codes for a ledger that cannot be used now (others are SQL errors):
 # BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN.
 _SQLITE_UNAVAILABLE = {5, 6, 8, 10, 13, 14}
+
+
+def _missing_table(e: BaseException) -> bool:
+    """``jc_meta`` does not exist yet (a new ledger, or one from before schema versions)."""
+    return getattr(e, "pgcode", None) == "42P01" or (
+        isinstance(e, sqlite3.OperationalError) and str(e).startswith("no such table"))
 
 
 def _first(e: BaseException) -> str:

@@ -260,19 +260,23 @@ def extract(ctx: Context, job: Job, run: Run,
     # letters' index and the job's state. A ledger lost here leaves objects no batch refers
     # to (housekeeping.remove_orphans); a run the sweeper declared lost meanwhile (its
     # interval may have run again) records nothing, so its data can never load twice.
-    with ledger.transaction():
+    # Tables in the ledger's lock order (the run's row last); run again whole if PostgreSQL
+    # aborts it as a deadlock victim (the dead letters' objects have fixed keys).
+    def record(_: Any) -> None:
+        for b in staged:
+            ledger.add_batch(run.run_id, job.name, run.interval, b.table, b.manifest_key,
+                             b.rows, b.key_counts, replaces=job.rerun_replaces,
+                             key=job.tables[b.table])
+        deadletters.write(store, ledger, rejects)
+        ledger.save_state(job.name, run.state)
         if not ledger.finish_run(run.run_id, RunStatus.STAGED, rows_extracted=extracted,
                                  rows_staged=rows, rows_rejected=extracted - rows,
                                  only_from=RunStatus.RUNNING):
             status = ledger.run(run.run_id)["status"]
             raise TerminalError(f"run {run.run_id} is {status} in the ledger (declared so while "
                                 "it ran): its staged data is not recorded")
-        deadletters.write(store, ledger, rejects)
-        for b in staged:
-            ledger.add_batch(run.run_id, job.name, run.interval, b.table, b.manifest_key,
-                             b.rows, b.key_counts, replaces=job.rerun_replaces,
-                             key=job.tables[b.table])
-        ledger.save_state(job.name, run.state)
+
+    ledger.atomic(record)
     return extracted, rows
 
 
