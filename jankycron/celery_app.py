@@ -101,22 +101,58 @@ def _bind_sentry(job: Job, run: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------ the app
-def _tuning(name: str) -> ModuleType:
-    """``celeryconfig`` from the path (the deploy folder), else the one beside the package (a
-    checkout or an editable install)."""
+def _tuning(name: str) -> dict[str, Any]:
+    """Celery's settings: the package's own (``jankycron.celery_defaults``: late acks, reject
+    on worker lost, prefetch 1, the visibility timeout), then what a ``celeryconfig`` module
+    overrides, if there is one: importable (``PYTHONPATH``, or the current folder where Python
+    puts it there), else ``./celeryconfig.py`` (a console script does not have the current
+    folder on ``sys.path``). A dict setting (``broker_transport_options``) is merged key by
+    key; ``visibility_timeout`` alone sets both transport options' timeouts."""
+    from . import celery_defaults
+
+    conf = _settings_of(celery_defaults)
+    module = _override(name)
+    if module is None:
+        return conf
+    override = _settings_of(module)
+    if "visibility_timeout" in override:
+        for key in ("broker_transport_options", "result_backend_transport_options"):
+            conf[key] = {**conf[key], "visibility_timeout": override["visibility_timeout"]}
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(conf.get(key), dict):
+            value = {**conf[key], **value}
+        conf[key] = value
+    log.info("celery settings: jankycron's, overridden by %s (%s)",
+             getattr(module, "__file__", name), ", ".join(sorted(override)) or "nothing")
+    return conf
+
+
+def _settings_of(module: ModuleType) -> dict[str, Any]:
+    """A config module's settings: its public names, less what it imported."""
+    return {k: v for k, v in vars(module).items()
+            if not k.startswith("_") and not isinstance(v, ModuleType) and not callable(v)}
+
+
+def _override(name: str) -> ModuleType | None:
+    """The ``name`` module that overrides Celery settings, or None; a broken one is a
+    ``ConfigError`` (one line)."""
     try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name != name:
-            raise
-    path = Path(__file__).resolve().parent.parent / f"{name}.py"
-    if not path.exists():
-        raise ConfigError(f"{name}.py not found: run from the folder that holds it, or add "
-                          "that folder to PYTHONPATH")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+        path = Path.cwd() / f"{name}.py"
+        if not path.is_file():
+            return None
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"{name}.py cannot be read: {type(e).__name__}: {e}") from None
 
 
 def _transport(settings: Settings) -> dict[str, Any]:
@@ -150,8 +186,9 @@ def _transport(settings: Settings) -> dict[str, Any]:
 
 
 def make_celery(settings: Settings, registry: Registry, config: str = "celeryconfig") -> Celery:
-    """The Celery app for these settings and jobs: tuning from ``celeryconfig.py``, the tasks,
-    and beat's schedule (every job and table, the sweeper and the missed-run check)."""
+    """The Celery app for these settings and jobs: tuning (the package's, overridden by a
+    ``celeryconfig.py``), the tasks, and beat's schedule (every job and table, the sweeper and
+    the missed-run check)."""
     app = Celery("jankycron", set_as_current=False)
     app.config_from_object(_tuning(config))
     app.conf.update(
@@ -168,7 +205,8 @@ def make_celery(settings: Settings, registry: Registry, config: str = "celerycon
     longest = max((j.timeout for j in registry), default=0) + HARD_LIMIT_GRACE
     if visibility and longest >= visibility:
         log.warning("a job may run %.0fs, longer than the broker's visibility timeout (%ss): "
-                    "raise it in celeryconfig.py, or Redis redelivers the task mid-run",
+                    "raise visibility_timeout in celeryconfig.py, or Redis redelivers the task "
+                    "mid-run",
                     longest, visibility)
     ops = Ops(app, settings, registry)
 
