@@ -124,19 +124,21 @@ def test_opening_a_current_ledger_takes_no_table_lock(pg_url: str) -> None:
     lock cycle with a loader either."""
     Ledger(pg_url).close()
     holder = psycopg2.connect(pg_url)
+    opened: list[Ledger] = []
+    opener = threading.Thread(target=lambda: opened.append(Ledger(pg_url)), daemon=True)
     try:
         with holder.cursor() as cur:
             cur.execute("LOCK TABLE jc_runs, jc_batches, jc_table_state, jc_job_state, "
                         "jc_deadletters, jc_schedule IN ACCESS EXCLUSIVE MODE")
-        opened: list[Ledger] = []
-        opener = threading.Thread(target=lambda: opened.append(Ledger(pg_url)), daemon=True)
         opener.start()
         opener.join(10)
         assert opened, "opening the ledger waited on a table lock"
-        opened[0].close()
     finally:
         holder.rollback()
         holder.close()
+        opener.join(30)  # (a waiting open finishes once the locks are gone)
+        for ledger in opened:
+            ledger.close()
 
 
 def test_an_older_ledger_is_upgraded_once_then_opens_without_ddl(pg_url: str) -> None:
@@ -177,7 +179,7 @@ def _staged_run(ledger: Ledger) -> tuple[str, str]:
     return run_id, ledger.add_batch(run_id, "items", interval, "items", "m/items", 3, {})
 
 
-def test_a_load_chosen_as_deadlock_victim_is_retried_not_failed(pg_url: str) -> None:
+def test_a_load_chosen_as_deadlock_victim_is_retried_not_failed(pg_url: str, caplog) -> None:
     """A real deadlock: another session locks the run's row, then waits on the batch's row
     that the loader's bookkeeping holds, while the loader waits on the run's row. PostgreSQL
     aborts one of the two (after deadlock_timeout, 1 s); if it is the loader, its transaction
@@ -217,6 +219,9 @@ def test_a_load_chosen_as_deadlock_victim_is_retried_not_failed(pg_url: str) -> 
         other.close()
     run = ledger.run(run_id)
     assert (run["status"], run["rows_loaded"]) == (RunStatus.SUCCESS, 3)
+    # The loader waited first, so its deadlock check fired first: it was the victim, retried.
+    assert not other_error
+    assert "ledger: deadlock detected; trying again (2 of 8)" in caplog.text
     ledger.close()
 
 
