@@ -264,3 +264,36 @@ def test_a_killed_workers_task_delivered_again_after_its_run_succeeded_is_droppe
                       f"{_day(DAY)}") == [(ROWS, ROWS)]
     assert fleet.redis.hlen("unacked") == 0  # acked: not delivered a third time
     assert not fleet.hooks.events("run_failed")
+
+
+def test_a_task_delivered_again_while_its_run_is_in_progress_waits_and_is_dropped(
+        fleet: Cluster, server: RedisServer) -> None:
+    """Redis drops the worker's connections but stays up (`CLIENT KILL`, as a failover or a
+    proxy restart does): on reconnecting, kombu puts the unacked message back on the queue and
+    the worker takes it again while the first delivery still runs. The second delivery waits
+    for the run in progress, then is dropped: one extraction, one success, rows once."""
+    fleet.rows("CREATE TABLE items (id bigint NOT NULL, label text)")
+    fleet.ws.write_job("slow", SLOW.format(hook=fleet.hooks.url, rows=ROWS, pause=0.05))
+    worker = fleet.worker("steady", concurrency=2)
+    operator = _operator(fleet, DAY)
+    try:
+        wait_until(lambda: "extracting" in worker.text(), "the run to start extracting")
+        fleet.redis.client_kill_filter(_type="normal", skipme=True)
+        out, err = operator.communicate(timeout=DEADLINE)
+    finally:
+        if operator.poll() is None:
+            operator.kill()
+    assert operator.returncode == 0, out + err + worker.text()
+    assert f"success; {ROWS} extracted, {ROWS} loaded, 0 dead-lettered" in out
+    task_id = re.search(r"queued \(task ([0-9a-f-]+)\)", err).group(1)
+    wait_until(lambda: f"task {task_id} delivered again" in worker.text() or
+               worker.count(f"extracting {DAY}") > 1, "the task's second delivery")
+    wait_until(lambda: fleet.redis.hlen("unacked") == 0 and not fleet.redis.llen(
+        "jankycron.runs"), "every delivery to be acked")
+    time.sleep(3)  # a second run would be extracting by now
+    assert worker.count(f"extracting {DAY}") == 1, worker.text()
+    runs = [r for r in fleet.runs("slow") if r["start"].startswith(DAY)]
+    assert [r["status"] for r in runs] == ["success"], runs
+    assert fleet.rows(f"SELECT count(*), count(DISTINCT id) FROM items WHERE id / 1000 = "
+                      f"{_day(DAY)}") == [(ROWS, ROWS)]
+    assert worker.popen.poll() is None and "Unrecoverable error" not in worker.text()
