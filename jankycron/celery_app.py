@@ -162,7 +162,7 @@ def _transport(settings: Settings) -> dict[str, Any]:
     if scheme in ("redis", "rediss"):
         return {
             "result_backend": settings.broker_url,
-            "beat_scheduler": "redbeat.RedBeatScheduler",
+            "beat_scheduler": "jankycron.beat.Beat",  # RedBeat, surviving a Redis restart
             "redbeat_redis_url": settings.broker_url,
             "redbeat_redis_options": {},
             "redbeat_key_prefix": "jankycron:beat:",
@@ -283,6 +283,15 @@ class RunLock(TableLock):
 
 
 # ---------------------------------------------------------------------------- the tasks
+def _finished(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run that finished a task (its runs, oldest first), if its latest did: success or
+    skipped. A lost latest run (the sweeper re-enqueues it under the same task id) or a retried
+    one is not finished; neither is a failed one (``rerun`` makes new tasks anyway)."""
+    if runs and runs[-1]["status"] in (RunStatus.SUCCESS, RunStatus.SKIPPED):
+        return runs[-1]
+    return None
+
+
 class Ops:
     """The tasks' bodies, bound to one app, its settings and jobs."""
 
@@ -330,6 +339,21 @@ class Ops:
     def _busy(self, task: Any, job: Job, interval: Interval, lock: RunLock,
               kwargs: dict[str, Any]) -> dict[str, Any]:
         holder = lock.holder() or "just released"
+        ctx = Context(self.settings)
+        try:
+            runs = ctx.ledger.runs_of_task(task.request.id)
+        finally:
+            ctx.close()
+        done = _finished(runs)
+        if done is not None:
+            return self._drop_delivered_again(task, job, interval, done)
+        if runs and runs[-1]["status"] in (RunStatus.RUNNING, RunStatus.STAGED):
+            # This very task, delivered again while its first delivery still runs (its ack was
+            # lost with the broker connection): wait for it, whatever the trigger, then drop.
+            log.info("[%s %s] task %s delivered again while its run %s is in progress: "
+                     "waiting for it", job.name, interval, task.request.id, runs[-1]["run_id"])
+            raise task.retry(kwargs={**kwargs, "waiting_since": kwargs["waiting_since"] or
+                                     time.time()}, countdown=self.settings.heartbeat)
         if kwargs["trigger"] == Trigger.SCHEDULE:
             log.warning("[%s %s] already running (%s): this scheduled trigger is dropped",
                         job.name, interval, holder)
@@ -350,6 +374,9 @@ class Ops:
         alerts = make_alerts(self.settings)
         ctx = Context(self.settings, jobs=self._job, alerts=lambda: make_alerts(self.settings))
         try:
+            done = _finished(ctx.ledger.runs_of_task(task.request.id))
+            if done is not None:
+                return self._drop_delivered_again(task, job, interval, done)
             if locked:
                 self._poison_check(ctx, job, task.request.id, alerts)
             check_in = kwargs["check_in"]
@@ -399,6 +426,17 @@ class Ops:
             return row
         finally:
             ctx.close()
+
+    @staticmethod
+    def _drop_delivered_again(task: Any, job: Job, interval: Interval,
+                              done: dict[str, Any]) -> dict[str, Any]:
+        """This task's run already finished: the broker delivered it again (its ack was lost
+        to a killed worker or a Redis restart, and the visibility timeout or a reconnect
+        brought it back). Not run again: acked, with the finished run as its result."""
+        log.warning("[%s %s] task %s delivered again after its run %s finished (%s): dropped, "
+                    "not run again", job.name, interval, task.request.id, done["run_id"],
+                    done["status"])
+        return done
 
     @staticmethod
     def _latest(ctx: Context, task_id: str) -> dict[str, Any] | None:

@@ -15,10 +15,18 @@ follows 60 s later).
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1  # a worker holds at most the task it is running
-# With acks_late the broker redelivers a task whose worker lost its connection: stop running
-# it here rather than run it twice at once (the run lock would drop one anyway).
-worker_cancel_long_running_tasks_on_connection_loss = True
+# A lost broker connection (a Redis restart) does not stop the running tasks: they finish and
+# are acked on the new connection. Cancelling them (True) turned a Redis blip into a revoked
+# run and an operator's `jankycron run` exiting 1. If the broker delivers such a task again
+# meanwhile, celery_app recognises it by its task id in the ledger: it waits for the run in
+# progress, and a task whose run already succeeded is dropped, not run twice.
+worker_cancel_long_running_tasks_on_connection_loss = False
 broker_connection_retry_on_startup = True
+broker_connection_retry = True
+broker_connection_max_retries = None  # a worker waits for Redis to come back, however long
+# A task that finishes while Redis is down stores its result once Redis is back.
+result_backend_always_retry = True
+result_backend_max_retries = 30  # backs off up to 10 s apart: a few minutes
 
 task_serializer = "json"
 result_serializer = "json"

@@ -42,7 +42,7 @@ def test_the_procfile_has_web_worker_beat_and_release() -> None:
     assert set(procs) == {"web", "worker", "beat", "release"}
     assert procs["web"].startswith("gunicorn 'jankycron.web:create_app()'")
     assert procs["worker"].startswith("celery -A jankycron.worker worker")
-    assert "-S redbeat.RedBeatScheduler" in procs["beat"]
+    assert "-S jankycron.beat.Beat" in procs["beat"]
     assert procs["release"] == "jankycron migrate"
 
 
@@ -87,8 +87,8 @@ def test_k8s_runs_the_procfile_commands_and_beat_is_one_active_plus_a_standby() 
                   and d["kind"] == "Deployment"]
     assert beat_doc["spec"]["replicas"] == 2  # RedBeat's lock keeps one active
     [beat] = containers("Deployment", "jankycron-beat")
-    assert "redbeat.RedBeatScheduler" in beat["command"]
-    assert beat["command"][beat["command"].index("redbeat.RedBeatScheduler") - 1] == "-S"
+    assert "jankycron.beat.Beat" in beat["command"]
+    assert beat["command"][beat["command"].index("jankycron.beat.Beat") - 1] == "-S"
     [migrate] = containers("Job", "jankycron-migrate")
     assert migrate["command"] == ["jankycron", "migrate"]
 
@@ -166,5 +166,5 @@ def test_the_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert out.returncode == 0 and not out.stderr.strip() and not out.stdout.strip(), \
         out.stderr + out.stdout
-    assert "celery -A jankycron.worker beat -S redbeat.RedBeatScheduler" in \
+    assert "celery -A jankycron.worker beat -S jankycron.beat.Beat" in \
         (DEPLOY / "systemd" / "jankycron-beat.service").read_text()

@@ -68,19 +68,63 @@ def _progress(app: App, res: Any) -> str:
                                                                              state.lower())
 
 
+BROKER_PATIENCE = 600.0  # seconds the CLI waits through a broker it cannot reach, then gives up
+
+
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    """What reading a task's state raises while Redis is down or restarting."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return (OperationalError, RedisConnectionError, RedisTimeoutError, ConnectionError)
+
+
+def _finished_run(app: App, res: Any) -> dict[str, Any] | None:
+    """The ledger (the source of truth) says the task's run is done (success or skipped):
+    the outcome, even if Celery's result was lost or is not stored yet."""
+    runs = app.ctx.ledger.runs_of_task(res.id)
+    if runs and runs[-1]["status"] in ("success", "skipped"):
+        return runs[-1]
+    return None
+
+
 def _wait(app: App, tasks: list[tuple[str, Any]]) -> tuple[list[Any], list[str]]:
     """Wait for enqueued tasks, printing each one's progress on stderr as it changes. Returns
-    the results of those that succeeded (in order) and one line per failure."""
+    the results of those that succeeded (in order) and one line per failure. A broker that
+    drops out (a Redis restart) is waited through, for up to BROKER_PATIENCE seconds; a run
+    the ledger shows as done counts as done."""
     shown: dict[str, str] = {res.id: "queued" for _, res in tasks}
     scrub = app.settings.scrubber()
     results: dict[str, Any] = {}
     errors: list[str] = []
     todo = list(tasks)
+    broker_errors = _broker_errors()
+    unreachable_since: float | None = None
     try:
         while todo:
             for label, res in list(todo):
-                done = res.ready()
-                note = _progress(app, res)
+                finished = _finished_run(app, res)
+                if finished is not None:
+                    todo.remove((label, res))
+                    results[res.id] = finished
+                    continue
+                try:
+                    done = res.ready()
+                    note = _progress(app, res)
+                except broker_errors as e:
+                    if unreachable_since is None:
+                        unreachable_since = time.monotonic()
+                        click.echo(f"{label}: lost the broker {redact(app.settings.broker_url)}"
+                                   f" ({type(e).__name__}); waiting for it to come back",
+                                   err=True)
+                    elif time.monotonic() - unreachable_since > BROKER_PATIENCE:
+                        raise JankycronError(
+                            f"broker {redact(app.settings.broker_url)} unreachable for "
+                            f"{BROKER_PATIENCE:.0f}s; what was enqueued goes on on the workers "
+                            "(see jankycron history)") from None
+                    break
+                unreachable_since = None
                 if shown.get(res.id) != note and not (done and note in ("done", "failed")):
                     shown[res.id] = note
                     # a job's own error text may hold anything
