@@ -257,7 +257,9 @@ def test_a_killed_workers_task_delivered_again_after_its_run_succeeded_is_droppe
     assert [r["status"] for r in runs] == ["lost", "success"], runs
     assert fleet.rows(f"SELECT count(*), count(DISTINCT id) FROM items WHERE id / 1000 = "
                       f"{_day(DAY)}") == [(ROWS, ROWS)]
-    assert fleet.redis.hlen("unacked") == 0  # acked: not delivered a third time
+    # acked (just after the worker logs "succeeded"): not delivered a third time
+    wait_until(lambda: fleet.redis.hlen("unacked") == 0, "the dropped delivery to be acked",
+               timeout=10)
     assert not fleet.hooks.events("run_failed")
 
 
