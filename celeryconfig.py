@@ -34,4 +34,7 @@ enable_utc = True
 visibility_timeout = 4 * 3600
 broker_transport_options = {"visibility_timeout": visibility_timeout}
 result_backend_transport_options = {"visibility_timeout": visibility_timeout}
-result_expires = 7 * 24 * 3600
+# Results are stored only for tasks someone waits for (`jankycron run` / `backfill`, a forced
+# load, a recovery under a waited-for task id); beat's ticks and scheduled runs store none. The
+# CLI reads a result as soon as it exists, so a day is plenty (Redis runs with noeviction).
+result_expires = 24 * 3600
