@@ -8,11 +8,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+from datetime import UTC, datetime, timedelta
 
 from celery_helpers import Cluster, cluster_fixture, hooks_fixture, wait_until  # noqa: F401
 
 from jankycron.celery_app import OPS_QUEUE, beat_schedule, make_celery
 from jankycron.discovery import discover
+from jankycron.schedule import fmt
 
 JOBS = '''
 from jankycron import job
@@ -82,12 +84,12 @@ def test_the_standby_beat_fires_within_5_heartbeats_of_the_active_ones_death(
     """The README promises the standby takes over within 5 heartbeats: the lock expires 4
     heartbeats after the active beat last renewed it, and the standby tries it every heartbeat.
     Measured from the SIGKILL (right after a renewal: the worst case) to the standby's first
-    "Sending due task", three times, at a 2 s heartbeat (half a second more is allowed for the
+    "Sending due task", four times, at a 2 s heartbeat (0.75 s more is allowed for the
     send itself on a busy machine). With the lock at 5 heartbeats it took 5 to 6."""
     heartbeat = 2.0
     cluster.ws.env["JANKYCRON_HEARTBEAT"] = f"{heartbeat:.0f}s"
     worst = 0.0
-    for trial in range(3):
+    for trial in range(4):
         active = cluster.beat(f"beat-a{trial}")
         wait_until(lambda a=active: a.count("Sending due task"), "the active beat to tick")
         standby = cluster.beat(f"beat-b{trial}")
@@ -95,10 +97,13 @@ def test_the_standby_beat_fires_within_5_heartbeats_of_the_active_ones_death(
         time.sleep(heartbeat)
         assert "Sending due task" not in standby.text()
         # the worst moment: right after the active beat renewed the lock
-        last = cluster.redis.pttl(LOCK)
-        while (ttl := cluster.redis.pttl(LOCK)) <= last + 200:
-            last = ttl
-            time.sleep(0.005)
+        seen = [cluster.redis.pttl(LOCK)]
+
+        def renewed(seen: list[int] = seen) -> bool:
+            seen.append(cluster.redis.pttl(LOCK))
+            return seen[-1] > seen[-2] + 200  # the TTL jumped back up
+
+        wait_until(renewed, "the active beat to renew the lock", timeout=30, every=0.005)
         active.kill(signal.SIGKILL)
         killed = time.monotonic()
         wait_until(lambda s=standby: "Sending due task" in s.text(), "the standby to fire",
@@ -107,6 +112,42 @@ def test_the_standby_beat_fires_within_5_heartbeats_of_the_active_ones_death(
         worst = max(worst, took)
         print(f"\ntrial {trial}: the standby fired {took:.1f}s ({took / heartbeat:.2f} "
               f"heartbeats) after the SIGKILL")
-        assert took <= 5 * heartbeat + 0.5
+        assert took <= 5 * heartbeat + 0.75
         standby.stop()
     assert worst > 2 * heartbeat  # the lock did hold the standby back
+
+
+SLOW_MINUTELY = '''
+import time
+from datetime import UTC, datetime, timedelta
+
+from jankycron import job
+
+@job(schedule="* * * * *", table="items", key="id", timeout="10s", alert="{hook}")
+def minutely(run):
+    if run.end > datetime.now(UTC) - timedelta(minutes=5):
+        time.sleep(8)  # beat's run: still running when the 12 s grace of its interval is over
+    yield {{"id": int(run.start.timestamp()) // 60}}
+'''
+
+
+def test_beats_first_run_is_not_called_missed_because_of_an_older_manual_run(
+        cluster: Cluster) -> None:
+    """The ledger holds a manual run of an interval an hour ago. Beat starts for the first time
+    and fires the interval that ended at the last minute boundary; its run takes 8 s, past that
+    interval's grace (10 s timeout + 2 heartbeats). That interval ended before beat first saw
+    the job, so no `run_missed` may come (one came seconds after the start)."""
+    cluster.rows("CREATE TABLE items (id bigint NOT NULL)")
+    cluster.ws.write_job("minutely", SLOW_MINUTELY.format(hook=cluster.hooks.url))
+    old = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    cluster.ws.cli("run", "minutely", "--local", "--date", fmt(old)[:16], check=True)
+    # start early enough in a minute that beat's run ends before the next minute's is due
+    wait_until(lambda: 10 <= datetime.now(UTC).second < 30, "the right second", timeout=70)
+    boundary = datetime.now(UTC).replace(second=0, microsecond=0)
+    cluster.worker()
+    cluster.beat()
+    wait_until(lambda: [r for r in cluster.runs("minutely") if r["status"] == "success"
+                        and r["end"] == fmt(boundary)], "beat's first run to land")
+    time.sleep(2)  # two more missed-run checks
+    assert datetime.now(UTC) < boundary + timedelta(seconds=72), "too slow to tell"
+    assert cluster.hooks.events("run_missed") == []
