@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 from celery_helpers import Cluster, cluster_fixture, hooks_fixture, wait_until  # noqa: F401
 
-from jankycron.celery_app import OPS_QUEUE, beat_schedule, make_celery
+from jankycron.celery_app import OPS_QUEUE, Trigger, beat_schedule, make_celery, send_run
 from jankycron.discovery import discover
-from jankycron.schedule import fmt
+from jankycron.schedule import Interval, fmt
 
 JOBS = '''
 from jankycron import job
@@ -151,3 +151,25 @@ def test_beats_first_run_is_not_called_missed_because_of_an_older_manual_run(
     time.sleep(2)  # two more missed-run checks
     assert datetime.now(UTC) < boundary + timedelta(seconds=72), "too slow to tell"
     assert cluster.hooks.events("run_missed") == []
+
+
+def test_a_scheduled_run_stores_no_result_and_a_cli_run_does(cluster: Cluster) -> None:
+    """Nobody waits for a scheduled run (a `* * * * *` job's 1,440 a day stored a result each
+    for the result expiry); `jankycron run` waits for its run's result, so that one is kept."""
+    cluster.rows("CREATE TABLE items (id bigint NOT NULL)")
+    cluster.ws.write_job("minutely", SLOW_MINUTELY.format(hook=cluster.hooks.url))
+    cluster.worker()
+    registry, _ = discover(cluster.ws.jobs)
+    app = make_celery(cluster.ws.settings, registry)
+    job = registry.get("minutely")
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    scheduled = send_run(app, job, Interval(hour, hour + timedelta(minutes=1)),
+                         Trigger.SCHEDULE)
+    cli = send_run(app, job, Interval(hour + timedelta(minutes=1), hour + timedelta(minutes=2)),
+                   Trigger.CLI)
+    assert cli.get(timeout=90)["status"] == "success"
+    wait_until(lambda: len([r for r in cluster.runs("minutely") if r["status"] == "success"])
+               == 2, "both runs to land")
+    time.sleep(0.5)
+    assert cluster.redis.exists(f"celery-task-meta-{cli.id}")
+    assert not cluster.redis.exists(f"celery-task-meta-{scheduled.id}")
