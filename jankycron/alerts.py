@@ -230,6 +230,7 @@ class Alert:
     run: dict | None = None
     detail: str = ""  # more text for Sentry and e-mail (scrubbed, bounded)
     level: str = "error"
+    interval: Any = None  # the interval concerned when there is no run (run_missed)
 
     @property
     def text(self) -> str:
@@ -243,6 +244,8 @@ class Alert:
     def payload(self) -> dict[str, Any]:
         """The generic webhook's JSON body."""
         rid, start, end = _run_fields(self.run) if self.run else (None, None, None)
+        if self.run is None and self.interval is not None:  # no run to name: run_id stays null
+            start, end = fmt(self.interval.start), fmt(self.interval.end)
         return {"source": "jankycron", "event": self.event, "job": self.job.name,
                 "owner": self.job.owner, "run_id": rid, "start": start, "end": end,
                 "status": (self.run or {}).get("status"), "summary": self.summary,
@@ -301,7 +304,8 @@ class Alerts:
             "no successful run yet"
         which = f" (interval {interval})" if interval is not None else ""
         self._send(Alert("run_missed", job,
-                         f"missed: {last}; a success was expected by {fmt(expected_by)}{which}"))
+                         f"missed: {last}; a success was expected by {fmt(expected_by)}{which}",
+                         interval=interval))
 
     def checkin(self, job, status: str, check_in_id: str | None = None) -> str | None:
         """Sentry Crons check-in for the job's monitor: ``in_progress`` when a run starts (keep

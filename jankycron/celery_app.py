@@ -167,8 +167,10 @@ def _transport(settings: Settings) -> dict[str, Any]:
             "redbeat_redis_options": {},
             "redbeat_key_prefix": "jankycron:beat:",
             "redbeat_lock_key": "jankycron:beat:lock",
-            # A standby beat takes over this long after the active one stops renewing.
-            "redbeat_lock_timeout": max(1, int(5 * settings.heartbeat)),
+            # The active beat renews the lock every tick. A standby tries it every heartbeat
+            # (RedBeat polls at beat_max_loop_interval): it fires at most 4 + 1 = 5 heartbeats
+            # after the active one died (tests/test_longdays.py measures it).
+            "redbeat_lock_timeout": max(1, int(4 * settings.heartbeat)),
         }
     if scheme == "filesystem":
         var = Path(urlsplit(settings.broker_url).path or "var/broker").resolve()
@@ -209,6 +211,7 @@ def make_celery(settings: Settings, registry: Registry, config: str = "celerycon
                     "mid-run",
                     longest, visibility)
     ops = Ops(app, settings, registry)
+    quiet_ticks()
 
     @app.task(bind=True, name=RUN, max_retries=None, throws=(RunFailed,))
     def run(task: Any, **kwargs: Any) -> dict[str, Any]:
@@ -218,7 +221,9 @@ def make_celery(settings: Settings, registry: Registry, config: str = "celerycon
     def fire(job: str) -> None:
         ops.fire(job)
 
-    @app.task(name=LOAD, throws=(RunFailed,))
+    # Beat's ticks store no result (nobody reads one: ~46k keys a day otherwise); send_load
+    # (the CLI waits for a forced load) asks for its result.
+    @app.task(name=LOAD, ignore_result=True, throws=(RunFailed,))
     def load(table: str, force: bool = False) -> dict[str, Any]:
         return ops.load(table, force)
 
@@ -233,12 +238,42 @@ def make_celery(settings: Settings, registry: Registry, config: str = "celerycon
     return app
 
 
+TICKS = (FIRE, LOAD, SWEEP, MISSED)  # beat sends each of them every heartbeat
+
+
+class QuietTicks(logging.Filter):
+    """Celery's per-task INFO lines (beat's "Sending due task", a worker's "received" and
+    "succeeded") for beat's tick tasks are DEBUG: ~150 lines a minute of nothing on an idle
+    fleet otherwise. Their warnings and errors, and what a tick does, are logged as before."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        args = record.args
+        name = args.get("name") if isinstance(args, dict) else (
+            args[1] if isinstance(args, tuple) and len(args) == 2 else None)
+        if name not in TICKS:
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def quiet_ticks() -> None:
+    """Install QuietTicks on the loggers of Celery's per-task lines (once per process)."""
+    for name in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QuietTicks) for f in logger.filters):
+            logger.addFilter(QuietTicks())
+
+
 def beat_schedule(settings: Settings, registry: Registry) -> dict[str, dict[str, Any]]:
     """Every entry ticks each heartbeat; the tasks decide what is due (cron via croniter, the
     same rules as ``jankycron jobs``). Ticks expire rather than pile up while workers are down.
     A job or table gone from jobs/ is gone from RedBeat at the next beat start."""
     every = settings.heartbeat
-    opts = {"queue": OPS_QUEUE, "expires": 2 * every}
+    opts = {"queue": OPS_QUEUE, "expires": 2 * every, "ignore_result": True}
     entries = {f"job:{j.name}": {"task": FIRE, "schedule": every, "args": [j.name],
                                  "options": opts} for j in registry}
     entries.update({f"load:{t}": {"task": LOAD, "schedule": every, "args": [t],
@@ -255,13 +290,17 @@ def send_run(app: Celery, job: Job, interval: Interval, trigger: str, *, load: b
     """
     kwargs = {"job": job.name, "start": fmt(interval.start), "end": fmt(interval.end),
               "trigger": trigger, "load": load}
+    # Nobody waits for a scheduled run (its outcome is in the ledger): no result stored. A
+    # recovery keeps it: it reuses a task id a CLI may be waiting on.
     return app.send_task(RUN, task_id=task_id, kwargs=kwargs, queue=RUNS_QUEUE,
+                         ignore_result=trigger == Trigger.SCHEDULE,
                          soft_time_limit=job.timeout, time_limit=job.timeout + HARD_LIMIT_GRACE)
 
 
 def send_load(app: Celery, table: str) -> AsyncResult:
     """Enqueue a load of ``table`` now, due or not (after a backfill)."""
-    return app.send_task(LOAD, args=[table], kwargs={"force": True}, queue=OPS_QUEUE)
+    return app.send_task(LOAD, args=[table], kwargs={"force": True}, queue=OPS_QUEUE,
+                         ignore_result=False)
 
 
 def check_broker(app: Celery, settings: Settings, timeout: float = 5.0) -> None:
@@ -530,7 +569,8 @@ class Ops:
             overdue = housekeeping.check_missed(ctx.ledger, self.registry,
                                                 make_alerts(self.settings), self.settings,
                                                 datetime.now(UTC))
-            log.info("missed-run check: %d job(s) overdue%s", len(overdue),
-                     f" ({', '.join(overdue)})" if overdue else "")
+            log.log(logging.INFO if overdue else logging.DEBUG,
+                    "missed-run check: %d job(s) overdue%s", len(overdue),
+                    f" ({', '.join(overdue)})" if overdue else "")
         finally:
             ctx.close()

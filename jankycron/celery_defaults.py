@@ -45,4 +45,6 @@ enable_utc = True
 visibility_timeout = 4 * 3600
 broker_transport_options = {"visibility_timeout": visibility_timeout}
 result_backend_transport_options = {"visibility_timeout": visibility_timeout}
-result_expires = 7 * 24 * 3600
+# Only what a CLI waits for stores a result (scheduled runs and beat's ticks store none),
+# so results need not outlive the longest wait by much.
+result_expires = 24 * 3600

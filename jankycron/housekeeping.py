@@ -127,6 +127,7 @@ def sweep(ledger: Ledger, registry: Registry, alerts: Any, settings: Settings, n
 
 # -------------------------------------------------------------------------------- missed
 EARLY_START = timedelta(minutes=1)  # clock skew allowed between beat and the workers
+IN_PROGRESS = (RunStatus.RUNNING, RunStatus.STAGED, RunStatus.RETRIED)
 
 
 def landed(run: dict[str, Any], interval: Interval) -> bool:
@@ -143,8 +144,10 @@ def check_missed(ledger: Ledger, registry: Registry, alerts: Any, settings: Sett
     of its schedule that should be done by now (it ended more than ``grace`` ago) has no run
     that ``landed``. Runs of other intervals, a later or far-off one included, do not count.
     One alert per episode: not again until a newer interval (before the expected one) is done.
-    Jobs are watched from when beat first saw them, or from their oldest run in the ledger.
-    Returns the overdue jobs' names."""
+    Jobs are watched from when beat first saw them (``jc_schedule.since``): an interval that
+    ended before that is never expected, whatever older runs (manual ones) the ledger holds.
+    A run of the expected interval still in progress (running, staged, retrying) that started
+    late is given the grace from its start. Returns the overdue jobs' names."""
     overdue = []
     for job in registry:
         try:  # one job that cannot be checked must not stop the others' missed-run alerts
@@ -161,12 +164,16 @@ def _check_missed_job(ledger: Ledger, job: Job, alerts: Any, settings: Settings,
     state = ledger.schedule_state(job.name)
     wait = grace(job, settings)
     expected = job.schedule.latest_complete(now - wait)
-    first = ledger.first_interval_end(job.name)
-    watched_from = min(filter(None, (parse_fmt(state["since"]), first)))
-    if expected.end <= watched_from:
+    # Not the oldest run's interval: a manual run of an older interval would make beat's
+    # first interval (ended before beat saw the job, its run in progress) look overdue.
+    if expected.end <= parse_fmt(state["since"]):
         return False
-    if any(landed(run, expected) for run in ledger.runs_of(job.name, expected)):
+    runs = ledger.runs_of(job.name, expected)
+    if any(landed(run, expected) for run in runs):
         return False
+    if any(run["status"] in IN_PROGRESS and parse_fmt(run["started_at"]) + wait > now
+           for run in runs):
+        return False  # started late (workers were down, say): its attempts get their grace
     last = ledger.last_success(job.name, before=expected.end)
     marker = fmt(last) if last else "never"
     if state["missed_alerted"] == marker:

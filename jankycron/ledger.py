@@ -519,10 +519,6 @@ class Ledger:
                           (job, fmt(interval.start), fmt(interval.end)))
         return [_run_out(r) for r in rows]
 
-    def first_interval_end(self, job: str) -> datetime | None:
-        rows = self._rows("SELECT MIN(interval_end) AS e FROM jc_runs WHERE job = ?", (job,))
-        return parse_fmt(rows[0]["e"]) if rows and rows[0]["e"] else None
-
     # ---------------------------------------------------------------- beat's bookkeeping
     def schedule_state(self, job: str) -> dict[str, Any]:
         """The job's row of jc_schedule, created (``since`` = now) on first sight."""

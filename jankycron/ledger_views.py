@@ -19,14 +19,18 @@ def interval_runs(ledger: Ledger, since: str, until: str) -> list[dict[str, Any]
     return [_run_out(r) for r in rows]
 
 def watched_since(ledger: Ledger) -> dict[str, str]:
-    """Per job, since when runs are expected: beat's first sight of it (jc_schedule.since)
-    or its oldest interval's end, whichever is earlier (as the missed-run check does)."""
+    """Per job, since when runs are expected: beat's first sight of it (jc_schedule.since, as
+    the missed-run check does); for a job beat never saw (manual runs only), its oldest
+    interval's end."""
     out: dict[str, str] = {}
-    for r in ledger._rows("SELECT job, since AS at FROM jc_schedule UNION ALL "
-                        "SELECT job, MIN(interval_end) AS at FROM jc_runs GROUP BY job"):
-        if r["at"] and (r["job"] not in out or r["at"] < out[r["job"]]):
+    for r in ledger._rows("SELECT job, MIN(interval_end) AS at FROM jc_runs GROUP BY job"):
+        if r["at"]:
+            out[r["job"]] = r["at"]
+    for r in ledger._rows("SELECT job, since AS at FROM jc_schedule"):
+        if r["at"]:
             out[r["job"]] = r["at"]
     return out
+
 
 def table_queues(ledger: Ledger) -> dict[str, dict[str, Any]]:
     """Per table: pending batches and rows, the oldest pending batch's staging time, the

@@ -7,6 +7,8 @@ Operators name an interval by the day it starts on (``--date 2026-11-25``).
 
 from __future__ import annotations
 
+import bisect
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -85,6 +87,35 @@ class Schedule:
             yield Interval(start, end)
             start = end
 
+    def day_offsets(self) -> tuple[tuple[int, ...], bool]:
+        """The seconds after midnight the schedule fires at on a day it fires (cron fires at
+        every listed minute of every listed hour on each day it fires at all), and whether it
+        fires every day (the day fields are all ``*``)."""
+        return _day_offsets(self.expr)
+
+    def fires_on(self, day: datetime) -> bool:
+        """Does it fire at all on the UTC day starting at ``day`` (midnight)?"""
+        return self.day_offsets()[1] or \
+            self.next_fire(day - timedelta(microseconds=1)) < day + timedelta(days=1)
+
+    def count_starting(self, first: datetime, until: datetime) -> int:
+        """How many intervals start in [first, until), without walking them (a ``* * * * *``
+        schedule has 1,440 a day): per day, a count over ``day_offsets`` (and one croniter call
+        per day when the day fields restrict the days)."""
+        first, until = utc(first), utc(until)
+        if until <= first:
+            return 0
+        offsets, _ = self.day_offsets()
+        n = 0
+        day = datetime(first.year, first.month, first.day, tzinfo=UTC)
+        while day < until:
+            if self.fires_on(day):
+                lo = max(0.0, (first - day).total_seconds())
+                hi = min(86400.0, (until - day).total_seconds())
+                n += bisect.bisect_left(offsets, hi) - bisect.bisect_left(offsets, lo)
+            day += timedelta(days=1)
+        return n
+
     def interval_on(self, day: date | datetime) -> Interval:
         """The interval that starts on ``day`` (a date) or exactly at ``day`` (a datetime).
 
@@ -110,6 +141,15 @@ class Schedule:
             f"{len(found)} intervals of {self.expr!r} start on {day.isoformat()}; give a time "
             f"(--date {fmt(found[0].start)[:16]}) or use backfill for the whole day"
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _day_offsets(expr: str) -> tuple[tuple[int, ...], bool]:
+    minutes, hours, *days = croniter(expr).expanded
+    minutes = range(60) if minutes == ["*"] else minutes
+    hours = range(24) if hours == ["*"] else hours
+    return (tuple(sorted(h * 3600 + m * 60 for h in hours for m in minutes)),
+            all(d == ["*"] for d in days))
 
 
 FIRES_WITHIN_YEARS = 5  # a schedule must fire within this horizon, both ways from now

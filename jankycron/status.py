@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import difflib
 import hmac
-import itertools
 import logging
 import threading
 import time
@@ -51,7 +50,8 @@ from .scrub import mask_values
 log = logging.getLogger(__name__)
 
 DAYS, MAX_DAYS = 14, 62
-PER_DAY_CAP = 288  # intervals listed per job and day (a 5-minute schedule); runs always count
+PER_DAY_CAP = 288  # intervals listed per job and day in the grid (a 5-minute schedule); a job
+# that fires more often gets a tally per day instead (every slot counted, see day_tally)
 REGISTRY_TTL = 30.0  # seconds between two discoveries of the jobs folder
 REDIS_TIMEOUT = 1.0  # the loader page must not hang on a Redis that is down
 
@@ -205,10 +205,18 @@ class Cell:
     loaded: int = 0
     rejected: int = 0
     replaced: int = 0
+    tally: dict[str, int] | None = None  # a frequent job's day: counts, not a list (day_tally)
 
     @property
     def title(self) -> str:
         head = f"{self.day.isoformat()}: {STATUSES[self.status]}"
+        if self.tally is not None:
+            t = self.tally
+            head += f" ({t['expected']:,} expected, {t['done']:,} done, {t['missed']:,} missed"
+            head += "".join(f", {t[k]:,} {label}" for k, label in _TALLY_MORE if t[k]) + ")"
+            if any(iv.run for iv in self.intervals):
+                head += f"; {self.loaded:,} rows loaded, {self.rejected:,} rejected"
+            return head
         counts: dict[str, int] = {}
         for iv in self.intervals:
             counts[iv.label] = counts.get(iv.label, 0) + 1
@@ -229,6 +237,49 @@ class Cell:
             return _short(self.loaded) + ("!" if self.rejected else "")
         return {"failed": "✗", "missed": "?", "running": "…", "notdue": "", "none": ""}[
             self.status]
+
+
+_TALLY_MORE = (("failed", "failed"), ("running", "running"), ("notdue", "not yet due"),
+               ("before", "before the job was scheduled"))
+
+
+def day_tally(job: Job, day_start: datetime, found: dict[Interval, IntervalView],
+              now: datetime, wait: timedelta, watched_from: str | None
+              ) -> tuple[dict[str, int], set[str]]:
+    """A frequent job's day without listing its slots (1,440 for ``* * * * *``): the slots are
+    counted arithmetically (``Schedule.count_starting``), the ones without a run split by
+    ``interval_view``'s rules (ends get later with the start: each rule cuts a prefix), and
+    ``found`` (the views of the day's runs) counted by status. Returns the counts and the
+    statuses present."""
+    sched = job.schedule
+    day_end = day_start + timedelta(days=1)
+
+    def ended_by(t: datetime) -> int:  # slots of the day whose interval ends at or before t
+        return sched.count_starting(day_start, min(day_end, sched.prev_fire(t)))
+
+    total = sched.count_starting(day_start, day_end)
+    due = ended_by(now - wait)
+    before = ended_by(parse_fmt(watched_from)) if watched_from else 0
+    norun = {"before": min(before, due), "missed": max(0, due - before), "notdue": total - due}
+    offsets = set(sched.day_offsets()[0]) if total else set()
+    counts = {k: 0 for k in ("done", "missed", "failed", "running")}
+    extra = 0
+    for interval, view in found.items():
+        if (interval.start - day_start).total_seconds() in offsets:  # one of the slots
+            region = ("notdue" if interval.end + wait > now else "before" if watched_from
+                      and fmt(interval.end) <= watched_from else "missed")
+            norun[region] -= 1
+        else:
+            extra += 1
+        key = "done" if view.status in ("success", "deadletters") else view.status
+        if key in counts:
+            counts[key] += 1
+    tally = {**counts, "missed": counts["missed"] + norun["missed"], "notdue": norun["notdue"],
+             "before": norun["before"], "expected": total + extra - norun["before"]}
+    present = {v.status for v in found.values()} | {
+        status for status, key in (("missed", "missed"), ("notdue", "notdue"), ("none", "before"))
+        if norun[key] > 0}
+    return tally, present
 
 
 @dataclass
@@ -270,11 +321,10 @@ def rerun_command(job: Job, interval: Interval, now: datetime | None = None) -> 
     day = interval.start.date()
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     try:
-        same_day = list(itertools.islice(
-            job.schedule.intervals_starting(start, start + timedelta(days=1)), 2))
+        same_day = job.schedule.count_starting(start, start + timedelta(days=1))
     except Exception:  # a schedule that cannot be evaluated (logged by job_rows): the time form
-        same_day = []
-    when = day.isoformat() if len(same_day) == 1 else fmt(interval.start)[:16]
+        same_day = 0
+    when = day.isoformat() if same_day == 1 else fmt(interval.start)[:16]
     return f"jankycron run {job.name} --date {when}"
 
 
@@ -321,12 +371,18 @@ def job_rows(registry: Registry, ledger: Ledger, state: StatusState, days: int,
         for interval, run in runs.get(name, {}).items():
             by_day[interval.start.date()][interval] = interval_view(
                 job, interval, run, now, wait, watched.get(name))
+        tallies: dict[date, tuple[dict[str, int], set[str]]] = {}
         if job is not None:
             try:  # one job whose schedule cannot be evaluated shows its runs, not a 500
                 for day, found in by_day.items():
                     day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-                    for interval in itertools.islice(job.schedule.intervals_starting(
-                            day_start, day_start + timedelta(days=1)), PER_DAY_CAP):
+                    if job.schedule.count_starting(day_start, day_start + timedelta(days=1)) \
+                            > PER_DAY_CAP:
+                        tallies[day] = day_tally(job, day_start, found, now, wait,
+                                                 watched.get(name))
+                        continue
+                    for interval in job.schedule.intervals_starting(
+                            day_start, day_start + timedelta(days=1)):
                         if interval not in found:
                             found[interval] = interval_view(job, interval, None, now, wait,
                                                             watched.get(name))
@@ -336,9 +392,10 @@ def job_rows(registry: Registry, ledger: Ledger, state: StatusState, days: int,
         cells = []
         for day, found in by_day.items():
             views = [found[k] for k in sorted(found)]
-            cell = Cell(day, views)
-            if views:
-                cell.status = min((v.status for v in views), key=list(STATUSES).index)
+            tally, present = tallies.get(day, (None, {v.status for v in views}))
+            cell = Cell(day, views, tally=tally)
+            if present:
+                cell.status = min(present, key=list(STATUSES).index)
                 cell.loaded = sum(v.run["rows_loaded"] for v in views if v.run)
                 cell.rejected = sum(v.run["rows_rejected"] for v in views if v.run)
                 cell.replaced = sum(v.run["rows_replaced"] for v in views if v.run)
@@ -450,7 +507,8 @@ def job_page(name: str) -> tuple[str, int]:
         candidates = bad or [c for c in row.cells if c.status not in ("none", "notdue")]
         day = candidates[-1].day if candidates else now.date()
     selected = next((c for c in row.cells if c.day == day), None)
-    if selected is None and job is not None:  # a day outside the grid: computed on its own
+    if (selected is None or selected.tally is not None) and job is not None:
+        # a day outside the grid, or a frequent job's tallied day: every interval, listed
         selected = _day_cell(job, day, state, now)
     for run in history:
         run["duration"] = run_duration(run, now)
@@ -482,8 +540,8 @@ def _day_cell(job: Job, day: date, state: StatusState, now: datetime) -> Cell:
                 for r in day_runs if r["job"] == job.name}
         watched = ledger_views.watched_since(ledger).get(job.name)
     wait = grace(job, state.settings)
-    intervals = set(runs) | set(itertools.islice(
-        job.schedule.intervals_starting(start, start + timedelta(days=1)), PER_DAY_CAP))
+    # every slot of the day: at most 1,440 (a 5-field cron fires at most once a minute)
+    intervals = set(runs) | set(job.schedule.intervals_starting(start, start + timedelta(days=1)))
     return Cell(day, [interval_view(job, i, runs.get(i), now, wait, watched)
                       for i in sorted(intervals)])
 

@@ -128,9 +128,11 @@ class Cluster:
             argv += ["--queues", queues]
         return self._start(name, argv)
 
-    def beat(self, name: str = "beat") -> Proc:
+    def beat(self, name: str = "beat", loglevel: str = "DEBUG") -> Proc:
+        """DEBUG by default: the tests watch beat's "Sending due task" lines, debug since
+        idle ticks log at debug (celery_app.QuietTicks)."""
         return self._start(name, [sys.executable, "-m", "celery", "-A", "jankycron.worker",
-                                  "beat", "--loglevel", "INFO"])
+                                  "beat", "--loglevel", loglevel])
 
     def _start(self, name: str, argv: list[str]) -> Proc:
         proc = Proc(name, argv, self.env, self.ws.path)

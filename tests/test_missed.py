@@ -89,7 +89,8 @@ class Beat:
     def run(self, interval: Interval, status: str = RunStatus.SUCCESS,
             started_at: datetime | None = None) -> None:
         run_id = self.ledger.start_run("orders", interval)
-        self.ledger.finish_run(run_id, status)
+        if status != RunStatus.RUNNING:
+            self.ledger.finish_run(run_id, status)
         at = fmt(started_at or interval.end + timedelta(minutes=1))
         self.ledger._exec("UPDATE jc_runs SET started_at = ? WHERE id = ?", (at, run_id))
 
@@ -115,6 +116,16 @@ def test_the_interval_due_now_is_checked_by_the_schedule(beat: Beat) -> None:
                     "(interval 2026-11-25T04:00:00Z..2026-11-26T04:00:00Z)")
     beat.run(nightly(25))
     assert beat.check() == []
+
+
+def test_the_missed_alert_carries_the_interval_in_fields(beat: Beat) -> None:
+    """A webhook consumer (a pager rule, a ticket bot) gets the missed interval as ``start`` and
+    ``end``, not only inside the text; ``run_id`` is null: there is no run to name."""
+    beat.run(nightly(24))
+    assert beat.check() == ["orders"]
+    (alert,) = [a for a in beat.hook.alerts if a["event"] == "run_missed"]
+    assert (alert["start"], alert["end"]) == ("2026-11-25T04:00:00Z", "2026-11-26T04:00:00Z")
+    assert alert["run_id"] is None and alert["job"] == "orders"
 
 
 def test_a_run_dated_2030_does_not_silence_the_missed_alert(beat: Beat) -> None:
@@ -179,6 +190,37 @@ def test_a_job_is_not_expected_before_beat_first_saw_it(beat: Beat) -> None:
     beat.run(Interval(datetime(2030, 1, 1, 4, tzinfo=UTC), datetime(2030, 1, 2, 4, tzinfo=UTC)))
     assert beat.check() == []
     assert beat.check(NOW + timedelta(days=1)) == ["orders"]
+
+
+def test_an_older_manual_run_does_not_make_beats_first_interval_overdue(beat: Beat) -> None:
+    """Beat first sees the job at 11:59:50 on Nov 26 and fires the interval that ended at 04:00
+    that day; its run is in progress. The ledger also holds a manual run of Nov 20 (from `run
+    --date` before beat was deployed): that must not move the watch back to Nov 21 and make the
+    interval beat is running look missed seconds after beat started."""
+    beat.ledger._exec("UPDATE jc_schedule SET since = ? WHERE job = ?",
+                      ("2026-11-26T11:59:50Z", "orders"))
+    beat.run(nightly(20), started_at=datetime(2026, 11, 24, 9, tzinfo=UTC))
+    beat.run(nightly(25), RunStatus.RUNNING, started_at=NOW - timedelta(seconds=5))
+    assert beat.check() == []
+    assert beat.check(NOW + timedelta(hours=3)) == []  # it ended before beat saw the job
+    assert beat.missed() == []
+    # the next interval, which ends after beat first saw the job, is expected
+    assert beat.check(NOW + timedelta(days=1)) == ["orders"]
+    assert "(interval 2026-11-26T04:00:00Z..2026-11-27T04:00:00Z)" in beat.missed()[0]
+
+
+@pytest.mark.parametrize("status", [RunStatus.RUNNING, RunStatus.STAGED, RunStatus.RETRIED])
+def test_a_late_run_in_progress_gets_its_grace(beat: Beat, status: str) -> None:
+    """Workers were down until 11:50: the run of the expected interval started then and is
+    still running (or staged, or retrying). It is not called missed until its grace (31 min)
+    from its start is over; then it is."""
+    beat.run(nightly(24))
+    beat.run(nightly(25), status, started_at=NOW - timedelta(minutes=10))
+    assert beat.check() == []
+    assert beat.check(NOW + timedelta(minutes=20)) == []
+    assert beat.missed() == []
+    assert beat.check(NOW + timedelta(minutes=22)) == ["orders"]
+    assert len(beat.missed()) == 1
 
 
 def test_the_freshness_gauge_ignores_intervals_that_have_not_ended(beat: Beat) -> None:

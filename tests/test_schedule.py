@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -197,3 +198,18 @@ def test_a_backfill_of_an_hourly_job_may_end_at_a_time() -> None:
 def test_a_bad_backfill_range_is_one_clear_error(start: str, end: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"^{message}"):
         backfill_intervals(Schedule("0 4 * * *"), start, end, NOW)
+
+
+@pytest.mark.parametrize("expr", ["* * * * *", "*/5 2-4 * * 1-5", "0 4 * * *", "0 0 29 2 *",
+                                  "7,13 */3 1,15 * 0", "30 1 * 2 *"])
+def test_counting_intervals_agrees_with_walking_them(expr: str) -> None:
+    """The status page counts a frequent job's slots instead of listing them: the count must
+    be exactly what walking the schedule gives, over any span (partial days, restricted
+    days, leap days)."""
+    schedule = Schedule(expr)
+    rng = random.Random(expr)
+    for _ in range(25):
+        first = at(2027, 1, 1) + timedelta(seconds=rng.randrange(0, 500 * 86400))
+        until = first + timedelta(seconds=rng.randrange(0, 4 * 86400))
+        assert schedule.count_starting(first, until) == sum(
+            1 for _ in schedule.intervals_starting(first, until))

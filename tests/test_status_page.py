@@ -21,7 +21,7 @@ from jankycron.discovery import discover
 from jankycron.errors import ConfigError
 from jankycron.ledger import BatchStatus, DeadLetter, Ledger, RunStatus
 from jankycron.load.lock import TableLock
-from jankycron.schedule import Interval, parse_day
+from jankycron.schedule import Interval, fmt, parse_day
 from jankycron.web import create_app
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -522,3 +522,50 @@ def test_the_grid_reads_a_postgresql_ledger_too(tmp_path: Path, pg_url: str) -> 
         ["success", "deadletters", "failed", "running", "missed"]
     assert '<td class="num">1 (7)</td>' in get(client, "/loader")
     ledger.close()
+
+
+# ---------------------------------------------------------------------- a frequent job
+MINUTELY = '''
+from jankycron import job
+
+@job(schedule="* * * * *", table="ticks", key="id", timeout="5m")
+def minutely(run):
+    yield from ()
+'''
+
+
+def test_a_minutely_jobs_missed_slots_show_all_day(tmp_path: Path, ledger: Ledger) -> None:
+    """A `* * * * *` job has 1,440 slots a day; the grid listed 288 of them, so a slot after
+    04:48 UTC never showed as missed and a day before beat saw the job read "288 before the job
+    was scheduled". Now each day is tallied: every slot counted, every missed one shown, and
+    the job page lists that day's missed slots with their rerun commands."""
+    ledger._exec("INSERT INTO jc_schedule (job, since) VALUES (?, ?)",
+                 ("minutely", f"{day(-3).isoformat()}T00:00:00Z"))
+    midnight = datetime.combine(day(-2), datetime.min.time(), UTC)
+    gaps = {midnight + timedelta(hours=2), midnight + timedelta(hours=20, minutes=7)}
+    for i in range(1440):
+        start = midnight + timedelta(minutes=i)
+        if start not in gaps:
+            ledger.finish_run(ledger.start_run("minutely", Interval(
+                start, start + timedelta(minutes=1))), RunStatus.SUCCESS)
+    write_jobs(tmp_path / "jobs", [])
+    (tmp_path / "jobs" / "minutely.py").write_text(MINUTELY)
+    client = make_client(tmp_path, [])
+    page = Page(get(client, "/"))
+
+    assert page.status("minutely", -2) == "missed"
+    assert "(1,440 expected, 1,438 done, 2 missed)" in page.title("minutely", -2)
+    assert page.status("minutely", -1) == "missed"  # no run all day: every slot missed
+    assert "(1,440 expected, 0 done, 1,440 missed)" in page.title("minutely", -1)
+    assert page.status("minutely", -5) == "none"  # before beat first saw the job
+    assert page.title("minutely", -5) == (f"{day(-5)}: no interval (0 expected, 0 done, "
+                                          "0 missed, 1,440 before the job was scheduled)")
+    # today at 12:00: slots that ended more than the grace (5 min + 2 heartbeats) ago are
+    # missed, the rest not yet due
+    assert "(1,440 expected, 0 done, 714 missed, 726 not yet due)" in page.title("minutely", 0)
+
+    text = get(client, f"/jobs/minutely?date={day(-2).isoformat()}")
+    assert text.count('<tr class="interval" data-status="missed"') == 2
+    assert text.count('<tr class="interval" data-status="success"') == 1438
+    cmds = set(Page(text).commands)
+    assert {f"jankycron run minutely --date {fmt(t)[:16]}" for t in gaps} <= cmds
