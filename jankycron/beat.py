@@ -58,6 +58,7 @@ class Beat(RedBeatScheduler):
         """Extend our lock; without one, wait to acquire it (a standby). False: we do not
         hold it (lost meanwhile, or the wait was cut short), so nothing fires this tick."""
         if self.lock is None:
+            log.info("beat: Acquiring lock %s (a standby until it is free)", self.lock_key)
             self.lock = self._acquire()
             log.info("beat: Acquired lock")
             return True

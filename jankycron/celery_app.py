@@ -213,25 +213,25 @@ def make_celery(settings: Settings, registry: Registry, config: str = "celerycon
     ops = Ops(app, settings, registry)
     quiet_ticks()
 
-    @app.task(bind=True, name=RUN, max_retries=None, throws=(RunFailed,))
+    @app.task(bind=True, name=RUN, shared=False, max_retries=None, throws=(RunFailed,))
     def run(task: Any, **kwargs: Any) -> dict[str, Any]:
         return ops.run(task, **kwargs)
 
-    @app.task(name=FIRE, ignore_result=True)
+    @app.task(name=FIRE, shared=False, ignore_result=True)
     def fire(job: str) -> None:
         ops.fire(job)
 
     # Beat's ticks store no result (nobody reads one: ~46k keys a day otherwise); send_load
     # (the CLI waits for a forced load) asks for its result.
-    @app.task(name=LOAD, ignore_result=True, throws=(RunFailed,))
+    @app.task(name=LOAD, shared=False, ignore_result=True, throws=(RunFailed,))
     def load(table: str, force: bool = False) -> dict[str, Any]:
         return ops.load(table, force)
 
-    @app.task(name=SWEEP, ignore_result=True)
+    @app.task(name=SWEEP, shared=False, ignore_result=True)
     def sweep() -> None:
         ops.sweep()
 
-    @app.task(name=MISSED, ignore_result=True)
+    @app.task(name=MISSED, shared=False, ignore_result=True)
     def missed() -> None:
         ops.missed()
 

@@ -39,6 +39,19 @@ def _app(tmp_path: Path, config: str):
     return make_celery(settings, discover(settings.jobs_path)[0], config)
 
 
+def test_two_apps_in_one_process_keep_their_own_tasks(tmp_path: Path, monkeypatch) -> None:
+    """make_celery's tasks belong to their app only (``shared=False``): Celery attaches shared
+    tasks to every app created later in the process, so a second app (a test, the CLI waiting
+    after building one) got the first app's closures and Celery warned of duplicate names,
+    which ``filterwarnings = error`` turns into a failure."""
+    monkeypatch.chdir(tmp_path)
+    absent = f"jc_absent_{uuid.uuid4().hex[:8]}"  # no override file
+    first, second = _app(tmp_path, absent), _app(tmp_path, absent)
+    first.finalize()
+    second.finalize()  # raised DuplicateTaskNameWarning before
+    assert second.tasks["jankycron.fire"] is not first.tasks["jankycron.fire"]
+
+
 def test_without_a_config_file_the_data_protecting_settings_hold(tmp_path: Path,
                                                                   monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
