@@ -33,6 +33,22 @@ class Beat(RedBeatScheduler):
     """RedBeatScheduler whose lock and ticks survive Redis going away and coming back."""
 
     _unreachable = False  # logged once per outage
+    _waiting = False  # waiting for the lock (logged once per wait)
+
+    def apply_async(self, entry: Any, producer: Any = None, advance: bool = True,
+                    **kwargs: Any) -> Any:
+        """Send a due entry's task; one that cannot reach Redis is one warning line, not
+        Celery's ERROR with a traceback. Nothing is lost: beat's entries only tick, and the
+        ``fire`` task enqueues every due interval from the ledger at the next tick."""
+        try:
+            return super().apply_async(entry, producer, advance, **kwargs)
+        except Exception as e:
+            cause = e if isinstance(e, _UNREACHABLE) else (e.__cause__ or e.__context__)
+            if not isinstance(cause, _UNREACHABLE):
+                raise
+            log.warning("beat: could not send %s (%s: Redis unreachable); the next tick "
+                        "tries again", entry.name, type(cause).__name__)
+            return None
 
     def tick(self, min: Any = min, **kwargs: Any) -> float:  # noqa: A002 - Scheduler's signature
         try:
@@ -58,8 +74,12 @@ class Beat(RedBeatScheduler):
         """Extend our lock; without one, wait to acquire it (a standby). False: we do not
         hold it (lost meanwhile, or the wait was cut short), so nothing fires this tick."""
         if self.lock is None:
-            log.info("beat: Acquiring lock %s (a standby until it is free)", self.lock_key)
+            # Once per wait at INFO (a wait cut short by a Redis outage is tried every tick).
+            (log.debug if self._waiting else log.info)(
+                "beat: Acquiring lock %s (a standby until it is free)", self.lock_key)
+            self._waiting = True
             self.lock = self._acquire()
+            self._waiting = False
             log.info("beat: Acquired lock")
             return True
         try:
